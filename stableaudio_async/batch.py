@@ -1,0 +1,157 @@
+"""Batch files (JSONL, or TOML with defaults, jobs and a matrix) into validated jobs, every problem named."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from stableaudio_async.config import Settings
+from stableaudio_async.errors import InvalidBatchError, JobIssue
+from stableaudio_async.models import Job
+from stableaudio_async.providers import ADAPTERS
+
+__all__ = ["LocatedJob", "check_jobs", "load_batch"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocatedJob:
+    """A job and where it was written (file, and line for JSONL)."""
+
+    job: Job
+    source: str | None = None
+    line: int | None = None
+
+
+def _issues_from_validation(
+    exc: ValidationError, raw: Mapping[str, Any], source: str, line: int | None
+) -> list[JobIssue]:
+    job_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    issues = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or None
+        issues.append(JobIssue(err["msg"], job_id=job_id, field=field, line=line, source=source))
+    return issues
+
+
+def _make_job(
+    raw: Any, source: str, line: int | None, issues: list[JobIssue]
+) -> LocatedJob | None:
+    if not isinstance(raw, Mapping):
+        issues.append(JobIssue("a job must be a JSON object", line=line, source=source))
+        return None
+    try:
+        return LocatedJob(Job.model_validate(raw), source, line)
+    except ValidationError as exc:
+        issues.extend(_issues_from_validation(exc, raw, source, line))
+        return None
+
+
+def _load_jsonl(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJob]:
+    jobs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            issues.append(JobIssue(f"malformed JSON: {exc.msg} at column {exc.colno}",
+                                   line=number, source=source))
+            continue
+        located = _make_job(raw, source, number, issues)
+        if located is not None:
+            jobs.append(located)
+    return jobs
+
+
+_MATRIX_AXES = {"prompts": "prompt", "seeds": "seed", "durations": "duration"}
+
+
+def _load_toml(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJob]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        issues.append(JobIssue(f"not valid TOML: {exc}", source=source))
+        return []
+    unknown = sorted(set(data) - {"defaults", "jobs", "matrix"})
+    if unknown:
+        issues.append(JobIssue(f"unknown table(s) {', '.join(unknown)} "
+                               "(expected [defaults], [[jobs]], [matrix])", source=source))
+    defaults = data.get("defaults", {})
+    entries: list[tuple[str, Any]] = []
+    for index, entry in enumerate(data.get("jobs", []), start=1):
+        entries.append((f"{source} [[jobs]] #{index}",
+                        {**defaults, **entry} if isinstance(entry, dict) else entry))
+    matrix = data.get("matrix")
+    if matrix is not None:
+        extra = sorted(set(matrix) - _MATRIX_AXES.keys())
+        if extra:
+            issues.append(JobIssue(f"unknown matrix key(s) {', '.join(extra)} "
+                                   f"(expected {', '.join(_MATRIX_AXES)})", source=source))
+        axes = [(field, matrix.get(key, [None])) for key, field in _MATRIX_AXES.items()]
+        for index, values in enumerate(itertools.product(*(v for _, v in axes)), start=1):
+            raw = dict(defaults)
+            raw.update({field: value for (field, _), value in zip(axes, values, strict=True)
+                        if value is not None})
+            entries.append((f"{source} [matrix] #{index}", raw))
+    jobs = []
+    for where, raw in entries:
+        located = _make_job(raw, where, None, issues)
+        if located is not None:
+            jobs.append(located)
+    return jobs
+
+
+def load_batch(path: str | Path) -> list[LocatedJob]:
+    """Read a ``.jsonl`` or ``.toml`` batch file; raise :class:`InvalidBatchError` naming every bad job."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidBatchError([JobIssue(f"cannot read batch: {exc}", source=source)]) from exc
+    issues: list[JobIssue] = []
+    if path.suffix.lower() == ".toml":
+        jobs = _load_toml(text, source, issues)
+    else:
+        jobs = _load_jsonl(text, source, issues)
+    if issues:
+        raise InvalidBatchError(issues)
+    if not jobs:
+        raise InvalidBatchError([JobIssue("the batch holds no jobs", source=source)])
+    return jobs
+
+
+def check_jobs(jobs: Iterable[LocatedJob | Job], settings: Settings) -> list[JobIssue]:
+    """Every reason the configured providers cannot run these jobs (empty when all can)."""
+    issues: list[JobIssue] = []
+    seen: dict[str, LocatedJob] = {}
+    for item in jobs:
+        located = item if isinstance(item, LocatedJob) else LocatedJob(item)
+        job = located.job
+
+        def add(found: Sequence[JobIssue], located: LocatedJob = located) -> None:
+            issues.extend(replace(i, line=located.line, source=located.source) for i in found)
+
+        first = seen.setdefault(job.id, located)
+        if first is not located:
+            where = f"line {first.line}" if first.line is not None else first.source or "earlier"
+            add([JobIssue(f"duplicate job id (first at {where})", job_id=job.id, field="id")])
+            continue
+        adapter = ADAPTERS.get(job.provider)
+        if adapter is None:
+            known = ", ".join(sorted(ADAPTERS))
+            add([JobIssue(f"unknown provider {job.provider!r} (known: {known})",
+                          job_id=job.id, field="provider")])
+        elif job.provider not in settings.providers:
+            add([JobIssue(f"provider {job.provider!r} is not configured",
+                          job_id=job.id, field="provider")])
+        else:
+            add(adapter.validate(job))
+    return issues

@@ -1,0 +1,181 @@
+"""Provider settings (endpoints, limits, poll and retry policy), loaded from TOML and the environment.
+
+The built-in defaults below are the same as ``configs/providers.toml`` (a test keeps the two
+equal). A config file is merged over them table by table, so it only needs the values it
+changes. ``STABLEAUDIO_<PROVIDER>_BASE_URL`` overrides a provider's base URL. API keys are
+never part of the settings: only the *name* of the environment variable holding each one.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stableaudio_async.errors import ConfigError
+
+__all__ = [
+    "DEFAULTS",
+    "DownloadSettings",
+    "PollPolicy",
+    "ProviderSettings",
+    "RateLimit",
+    "RetryPolicy",
+    "Settings",
+    "load_settings",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RateLimit(_Frozen):
+    """At most ``requests`` requests in any window of ``period`` seconds.
+
+    ``counts`` says what the provider counts: only job submissions, or every request (polls
+    too). ``margin`` is a fraction of ``period`` added to every window, because the provider
+    counts requests when they arrive and we can only stamp them when we send them.
+    """
+
+    requests: int = Field(ge=1)
+    period: float = Field(gt=0)
+    counts: Literal["submits", "all"] = "submits"
+    margin: float = Field(default=0.02, ge=0, le=1)
+
+
+class PollPolicy(_Frozen):
+    """Exponential backoff between status polls, from ``initial`` up to ``max`` seconds.
+
+    ``jitter`` is the fraction by which each interval is randomly shortened, so that jobs
+    submitted together do not poll together. ``timeout`` is the job's overall deadline,
+    counted from its submission.
+    """
+
+    initial: float = Field(default=5.0, gt=0)
+    max: float = Field(default=10.0, gt=0)
+    factor: float = Field(default=1.5, ge=1)
+    jitter: float = Field(default=0.1, ge=0, lt=1)
+    timeout: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PollPolicy:
+        if self.max < self.initial:
+            raise ValueError("poll.max must not be below poll.initial")
+        return self
+
+
+class RetryPolicy(_Frozen):
+    """How often, and how patiently, a transient failure is retried."""
+
+    attempts: int = Field(default=5, ge=1)
+    initial: float = Field(default=1.0, gt=0)
+    max: float = Field(default=30.0, gt=0)
+    factor: float = Field(default=2.0, ge=1)
+
+
+class ProviderSettings(_Frozen):
+    """Everything the engine needs to know about one provider, except its key."""
+
+    base_url: str
+    api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    rate_limit: RateLimit | None = None
+    max_in_flight: int = Field(default=8, ge=1)
+    poll: PollPolicy = Field(default_factory=PollPolicy)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    request_timeout: float = Field(default=60.0, gt=0)
+
+    def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The key from the environment, or ``None`` when the variable is unset or empty."""
+        value = (os.environ if env is None else env).get(self.api_key_env, "").strip()
+        return value or None
+
+
+class DownloadSettings(_Frozen):
+    """How audio is fetched from a provider's CDN."""
+
+    chunk_size: int = Field(default=256 * 1024, ge=4096)
+    timeout: float = Field(default=300.0, gt=0)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class Settings(_Frozen):
+    """The engine's configuration: one entry per provider, plus download policy."""
+
+    providers: dict[str, ProviderSettings]
+    download: DownloadSettings = Field(default_factory=DownloadSettings)
+
+    def provider(self, name: str) -> ProviderSettings:
+        """The named provider's settings, or a :class:`ConfigError` naming the known ones."""
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise ConfigError(f"provider {name!r} is not configured (configured: {known})") from None
+
+
+#: The built-in settings; ``configs/providers.toml`` states the same values for users to edit.
+DEFAULTS: dict[str, Any] = {
+    "providers": {
+        "pixazo": {
+            "base_url": "https://gateway.pixazo.ai",
+            "api_key_env": "PIXAZO_API_KEY",
+            # Pixazo publishes no limit; its gateway counts every call, polls included.
+            "rate_limit": {"requests": 10, "period": 1.0, "counts": "all"},
+            "max_in_flight": 16,
+            # The documentation suggests polling every 5 to 10 seconds.
+            "poll": {"initial": 5.0, "max": 10.0, "factor": 1.5, "timeout": 600.0},
+        },
+    },
+}
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Built-in defaults, then the TOML file at ``path``, then ``overrides``, then the environment.
+
+    Raises :class:`ConfigError` with the file and the offending key when anything is invalid.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = _merge({}, DEFAULTS)
+    source = "built-in defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                data = _merge(data, tomllib.load(fh))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {source}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {source} is not valid TOML: {exc}") from exc
+    if overrides:
+        data = _merge(data, overrides)
+    for name, provider in data.get("providers", {}).items():
+        url = env.get(f"STABLEAUDIO_{name.upper()}_BASE_URL")
+        if url and isinstance(provider, dict):
+            provider["base_url"] = url
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid config ({source}): {problems}") from exc

@@ -1,0 +1,173 @@
+"""Where bytes hit the disk: CDN URLs, inline bytes and data URIs, all through one atomic writer.
+
+Audio is written to a hidden temporary file in the output folder while its sha256 is computed,
+then fsynced and renamed to its final name, so a final name only ever holds a whole file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote_to_bytes
+
+import aiohttp
+import anyio
+from anyio.abc import AsyncResource
+
+from stableaudio_async.errors import DownloadError, ProviderUnavailableError
+from stableaudio_async.http import translate_errors
+from stableaudio_async.models import AudioSource, InlineAudio
+
+__all__ = ["AtomicWriter", "WrittenFile", "decode_data_uri", "fetch_audio"]
+
+TEMP_SUFFIX = ".part"
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """A file that is complete on disk under its final name."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
+    """Decode an RFC 2397 ``data:`` URI into its bytes and media type.
+
+    Raises :class:`ValueError` for anything that is not a well-formed data URI.
+    """
+    if not uri.startswith("data:") or "," not in uri:
+        raise ValueError("not a data: URI")
+    header, _, payload = uri[5:].partition(",")
+    params = header.split(";")
+    media_type = params[0] or None
+    if "base64" in params[1:]:
+        try:
+            return base64.b64decode(payload, validate=True), media_type
+        except binascii.Error as exc:
+            raise ValueError(f"bad base64 in data URI: {exc}") from exc
+    return unquote_to_bytes(payload), media_type
+
+
+class AtomicWriter(AsyncResource):
+    """Writes one file atomically: a temporary file, hashed as it grows, then renamed.
+
+    Use as ``async with AtomicWriter(path) as w: await w.write(...); await w.commit()``.
+    Leaving the block without :meth:`commit` (an error, a cancellation) deletes the temporary
+    file, so nothing partial ever appears under ``path``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._file: anyio.AsyncFile[bytes] | None = None
+        self._result: WrittenFile | None = None
+
+    async def __aenter__(self) -> Self:
+        self._file = await anyio.open_file(self.temp_path, "wb")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` to the temporary file."""
+        assert self._file is not None, "AtomicWriter used outside `async with`"
+        await self._file.write(chunk)
+        self._hash.update(chunk)
+        self._size += len(chunk)
+
+    async def commit(self) -> WrittenFile:
+        """Flush and fsync the data, then rename it into place (and fsync the folder)."""
+        assert self._file is not None, "AtomicWriter used outside `async with`"
+        await self._file.flush()
+        await anyio.to_thread.run_sync(os.fsync, self._file.wrapped.fileno())
+        await self._file.aclose()
+        await anyio.to_thread.run_sync(_replace_durably, self.temp_path, self.path)
+        self._result = WrittenFile(self.path, self._hash.hexdigest(), self._size)
+        return self._result
+
+    async def aclose(self) -> None:
+        """Close, and delete the temporary file unless it was committed."""
+        if self._file is not None:
+            with anyio.CancelScope(shield=True):
+                await self._file.aclose()
+                if self._result is None:
+                    await anyio.Path(self.temp_path).unlink(missing_ok=True)
+
+
+def _replace_durably(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+    fd = os.open(dst.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def fetch_audio(
+    session: aiohttp.ClientSession,
+    source: AudioSource,
+    dest: Path,
+    *,
+    provider: str,
+    headers: Mapping[str, str] | None = None,
+    chunk_size: int = 256 * 1024,
+    timeout: float = 300.0,
+) -> WrittenFile:
+    """Write ``source`` to ``dest`` atomically: inline bytes directly, a URL streamed in chunks.
+
+    The body is checked against Content-Length when the server sends one. Raises
+    :class:`DownloadError` (``status`` set for HTTP errors, ``None`` for broken transfers).
+    """
+    if isinstance(source, InlineAudio):
+        async with AtomicWriter(dest) as writer:
+            await writer.write(source.data)
+            return await writer.commit()
+    try:
+        with translate_errors(provider, what=f"download {source.url}"):
+            async with session.get(
+                source.url,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout, sock_read=min(timeout, 60.0)),
+            ) as response:
+                if response.status != 200:
+                    raise DownloadError(
+                        f"CDN answered HTTP {response.status} for {source.url}",
+                        provider=provider, status=response.status,
+                    )
+                expected = response.content_length
+                async with AtomicWriter(dest) as writer:
+                    async for chunk in response.content.iter_chunked(chunk_size):
+                        await writer.write(chunk)
+                    if expected is not None and writer.size != expected:
+                        raise DownloadError(
+                            f"truncated download: {writer.size} of {expected} bytes from "
+                            f"{source.url}", provider=provider,
+                        )
+                    if writer.size == 0:
+                        raise DownloadError(f"empty body from {source.url}", provider=provider)
+                    return await writer.commit()
+    except ProviderUnavailableError as exc:
+        raise DownloadError(exc.message, provider=provider, status=exc.status) from exc

@@ -1,0 +1,21 @@
+"""The built-in provider emulator: each provider's real contract, served locally over HTTP."""
+
+from stableaudio_async.emulator.server import (
+    ERROR_MARKER,
+    FAIL_MARKER,
+    EmulatedJob,
+    EmulatedLimit,
+    Emulator,
+    EmulatorConfig,
+    ProviderStats,
+)
+
+__all__ = [
+    "ERROR_MARKER",
+    "FAIL_MARKER",
+    "EmulatedJob",
+    "EmulatedLimit",
+    "Emulator",
+    "EmulatorConfig",
+    "ProviderStats",
+]

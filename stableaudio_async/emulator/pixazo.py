@@ -1,0 +1,184 @@
+"""Pixazo's contract: gateway submit routes, ``/v2/requests/status/{id}``, and its error bodies."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from stableaudio_async.emulator.audio import CONTENT_TYPES, SUPPORTED_FORMATS
+from stableaudio_async.emulator.server import EmulatedJob, Emulator, retry_after_header
+
+__all__ = ["add_routes"]
+
+PROVIDER = "pixazo"
+MODEL = "stable-audio-3-small-music"
+TASKS = ("text-to-audio", "audio-to-audio")
+FORMATS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
+KEY_HEADER = "Ocp-Apim-Subscription-Key"
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "duration": (1, 120),
+    "num_inference_steps": (1, 100),
+    "guidance_scale": (0, 25),
+    "init_noise_level": (0, 1),
+}
+
+
+def add_routes(app: web.Application, emu: Emulator) -> None:
+    """Mount Pixazo's routes on ``app``."""
+    for task in TASKS:
+        route = f"{MODEL}-{task}"
+
+        async def submit(request: web.Request, route: str = route, task: str = task
+                         ) -> web.StreamResponse:
+            return await _submit(request, emu, route, task)
+
+        app.router.add_post(f"/{route}/v1/{route}-request", submit)
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        return await _status(request, emu)
+
+    app.router.add_get("/v2/requests/status/{request_id}", status)
+
+
+def _guard(request: web.Request, emu: Emulator, *, submit: bool) -> web.Response | None:
+    """The gateway's checks, in its order: subscription key, then rate limit."""
+    stats = emu.provider_stats(PROVIDER)
+    stats.requests += 1
+    key = request.headers.get(KEY_HEADER, "")
+    if key != emu.config.api_key:
+        stats.errors[401] += 1
+        return web.json_response({
+            "statusCode": 401,
+            "message": "Access denied due to invalid subscription key. Make sure to provide a "
+                       "valid key for an active subscription.",
+        }, status=401)
+    wait = emu.admit(PROVIDER, key, submit=submit)
+    if wait is not None:
+        stats.errors[429] += 1
+        return web.json_response(
+            {"statusCode": 429, "message": "Rate limit is exceeded. Try again later."},
+            status=429, headers={"Retry-After": retry_after_header(wait, emu.config.time_scale)},
+        )
+    return None
+
+
+def _bad_request(emu: Emulator, message: str) -> web.Response:
+    emu.provider_stats(PROVIDER).errors[400] += 1
+    return web.json_response({"error": "Bad Request", "message": message}, status=400)
+
+
+def _validate(params: Any, task: str) -> str | None:
+    if not isinstance(params, dict):
+        return "request body must be a JSON object"
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "prompt is required"
+    for name, (lo, hi) in _RANGES.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            return f"{name} must be a number between {lo:g} and {hi:g}"
+    steps = params.get("num_inference_steps")
+    if steps is not None and steps != int(steps):
+        return "num_inference_steps must be an integer"
+    fmt = params.get("output_format", "mp3")
+    if fmt not in FORMATS:
+        return f"output_format must be one of {', '.join(FORMATS)}"
+    if fmt not in SUPPORTED_FORMATS:
+        return f"the emulator renders only {', '.join(sorted(SUPPORTED_FORMATS))}, not {fmt}"
+    bitrate = params.get("bitrate")
+    if bitrate is not None and not (isinstance(bitrate, str) and bitrate.rstrip("kK").isdigit()):
+        return "bitrate must look like '192k'"
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return "seed must be an integer"
+    if task == "audio-to-audio":
+        audio_url = params.get("audio_url")
+        if not isinstance(audio_url, str) or not audio_url.startswith(("http://", "https://")):
+            return "audio_url is required and must be an http(s) URL"
+    return None
+
+
+async def _submit(request: web.Request, emu: Emulator, route: str, task: str
+                  ) -> web.StreamResponse:
+    stats = emu.provider_stats(PROVIDER)
+    stats.submits += 1
+    refused = _guard(request, emu, submit=True)
+    if refused is not None:
+        return refused
+    body = await request.read()
+    try:
+        params = json.loads(body)
+    except ValueError:
+        return _bad_request(emu, "request body is not valid JSON")
+    problem = _validate(params, task)
+    if problem is not None:
+        return _bad_request(emu, problem)
+    if not emu.has_balance(PROVIDER):
+        stats.errors[402] += 1
+        return web.json_response(
+            {"error": "Insufficient Balance", "message": "Please top up your account."},
+            status=402)
+    params.setdefault("duration", 30)
+    params.setdefault("output_format", "mp3")
+    job = emu.create_job(PROVIDER, route, params, body)
+    if params.get("sync_mode"):
+        await emu.wait_until_done(job)
+        return web.json_response(_status_body(request, emu, job), status=200)
+    polling_url = f"{request.scheme}://{request.host}/v2/requests/status/{job.request_id}"
+    return web.json_response(
+        {"request_id": job.request_id, "status": "QUEUED", "polling_url": polling_url},
+        status=202)
+
+
+async def _status(request: web.Request, emu: Emulator) -> web.StreamResponse:
+    stats = emu.provider_stats(PROVIDER)
+    stats.polls += 1
+    refused = _guard(request, emu, submit=False)
+    if refused is not None:
+        return refused
+    job = emu.jobs.get(request.match_info["request_id"])
+    if job is None or job.provider != PROVIDER:
+        stats.errors[404] += 1
+        return web.json_response(
+            {"error": "Not Found", "message": "Request not found"}, status=404)
+    return web.json_response(_status_body(request, emu, job))
+
+
+def _iso(emu: Emulator, monotonic: float) -> str:
+    wall = datetime.now(UTC) + timedelta(seconds=monotonic - emu.now())
+    return wall.isoformat().replace("+00:00", "Z")
+
+
+def _status_body(request: web.Request, emu: Emulator, job: EmulatedJob) -> dict[str, Any]:
+    phase = emu.phase(job)
+    status = job.outcome if phase == "DONE" else phase
+    body: dict[str, Any] = {
+        "request_id": job.request_id,
+        "status": status,
+        "model_id": job.model,
+        "error": None,
+        "output": None,
+        "created_at": _iso(emu, job.created),
+        "updated_at": _iso(emu, min(emu.now(), job.done_at)),
+        "completed_at": _iso(emu, job.done_at) if phase == "DONE" else None,
+    }
+    if status == "COMPLETED":
+        if job.params.get("sync_mode"):
+            data, content_type = emu.render(job)
+            url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
+        else:
+            url = emu.cdn_url(request, job)
+            content_type = CONTENT_TYPES[job.params["output_format"]]
+        body["output"] = {"media_url": [url], "media_type": content_type}
+    elif status == "FAILED":
+        body["error"] = "Generation failed: the model could not produce audio for this prompt"
+    elif status == "ERROR":
+        body["error"] = "Internal system error"
+    return body

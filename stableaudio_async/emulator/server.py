@@ -1,0 +1,318 @@
+"""The emulator's core: an aiohttp.web server that hosts each provider's contract on its real paths.
+
+It keeps what every provider needs — accepted keys, a sliding-window rate limit that answers
+429, a store of emulated jobs whose status follows a (time-scaled) clock, and a CDN serving
+deterministic audio — and counts every request, so tests can assert on what reached it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from stableaudio_async.config import PollPolicy, RateLimit, Settings, load_settings
+from stableaudio_async.emulator.audio import CONTENT_TYPES, render_audio
+
+__all__ = ["EmulatedJob", "EmulatedLimit", "Emulator", "EmulatorConfig", "ProviderStats"]
+
+#: A prompt holding one of these makes the emulated job end that way (for tests and CI users).
+FAIL_MARKER = "emulator:fail"
+ERROR_MARKER = "emulator:error"
+
+
+class EmulatedLimit(BaseModel):
+    """A provider's rate limit in emulated seconds: ``requests`` per ``period``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests: int = Field(ge=1)
+    period: float = Field(gt=0)
+    counts: Literal["submits", "all"] = "submits"
+
+
+class EmulatorConfig(BaseModel):
+    """How the emulator behaves. Durations are emulated seconds; real ones are × ``time_scale``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Real seconds per emulated second: 0.01 runs everything a hundred times faster.
+    time_scale: float = Field(default=1.0, gt=0)
+    #: The only API key the emulator accepts (for every provider).
+    api_key: str = "emulator-key"
+    queue_time: float = Field(default=2.0, ge=0)
+    #: Emulated generation time: a fixed part plus a part per second of requested audio.
+    generation_time: float = Field(default=5.0, ge=0)
+    generation_time_per_second: float = Field(default=0.0, ge=0)
+    limits: dict[str, EmulatedLimit] = Field(
+        default_factory=lambda: {"pixazo": EmulatedLimit(requests=10, period=1.0, counts="all")}
+    )
+    #: Accepted submissions per provider before it answers 402 (``None``: unlimited).
+    balance: dict[str, int] = Field(default_factory=dict)
+
+
+@dataclass
+class ProviderStats:
+    """What reached one provider of the emulator."""
+
+    requests: int = 0
+    submits: int = 0
+    accepted: int = 0
+    polls: int = 0
+    downloads: int = 0
+    rate_limited: int = 0
+    errors: Counter[int] = field(default_factory=Counter)
+    #: How often each distinct submit body was accepted: >1 is a duplicate submission.
+    bodies: Counter[str] = field(default_factory=Counter)
+    #: Real (monotonic) times of accepted submissions.
+    accepted_at: list[float] = field(default_factory=list)
+    #: sha256 of the audio served for each request id.
+    served: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duplicate_submissions(self) -> int:
+        """Accepted submissions that repeated an earlier body."""
+        return sum(n - 1 for n in self.bodies.values() if n > 1)
+
+
+@dataclass
+class EmulatedJob:
+    """One job the emulator accepted, and when each phase ends."""
+
+    provider: str
+    request_id: str
+    model: str
+    params: dict[str, Any]
+    created: float
+    queued_until: float
+    done_at: float
+    outcome: Literal["COMPLETED", "FAILED", "ERROR"]
+
+    @property
+    def prompt(self) -> str:
+        return str(self.params.get("prompt", ""))
+
+
+class _Window:
+    """The emulator's own sliding window: the ground truth the engine must never exceed."""
+
+    def __init__(self, requests: int, period: float) -> None:
+        self.requests = requests
+        self.period = period
+        self.times: deque[float] = deque()
+
+    def admit(self, now: float) -> float | None:
+        """Count a request at ``now``; return None, or the seconds until one would be allowed."""
+        while self.times and self.times[0] <= now - self.period:
+            self.times.popleft()
+        if len(self.times) >= self.requests:
+            return self.times[0] + self.period - now
+        self.times.append(now)
+        return None
+
+
+def json_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+               ) -> web.Response:
+    """A JSON error reply."""
+    return web.json_response(body, status=status, headers=headers)
+
+
+class Emulator:
+    """The provider emulator, runnable in-process (``async with``) or as a server (CLI).
+
+    ::
+
+        async with Emulator(EmulatorConfig(time_scale=0.01)) as emu:
+            settings = emu.client_settings()     # every provider pointed at the emulator
+            ...
+            assert emu.stats["pixazo"].rate_limited == 0
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.config = config or EmulatorConfig()
+        self.host = host
+        self.port = port
+        self.stats: dict[str, ProviderStats] = {}
+        self.jobs: dict[str, EmulatedJob] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._runner: web.AppRunner | None = None
+        self.app = self._build_app()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        from stableaudio_async.emulator import pixazo
+
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_get("/cdn/{provider}/{name}", self._cdn)
+        pixazo.add_routes(app, self)
+        return app
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start serving on ``host:port`` (port 0 picks a free one; see :attr:`url`)."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        """The base URL every provider is served under."""
+        return f"http://{self.host}:{self.port}"
+
+    def client_settings(self, base: Settings | None = None, *, margin: float = 0.05,
+                        poll_timeout: float = 600.0) -> Settings:
+        """Settings that point every provider at this emulator, on its time scale.
+
+        Rate limits and poll intervals are the emulator's own, scaled to real seconds, so
+        a client using them paces exactly as it would against the real provider.
+        """
+        base = base or load_settings(env={})
+        scale = self.config.time_scale
+        providers = {}
+        for name, provider in base.providers.items():
+            limit = self.config.limits.get(name)
+            rate_limit = (
+                RateLimit(requests=limit.requests, period=limit.period * scale,
+                          counts=limit.counts, margin=margin) if limit else None
+            )
+            poll = provider.poll
+            providers[name] = provider.model_copy(update={
+                "base_url": self.url,
+                "rate_limit": rate_limit,
+                "poll": PollPolicy(initial=poll.initial * scale, max=poll.max * scale,
+                                   factor=poll.factor, jitter=poll.jitter,
+                                   timeout=poll_timeout * scale),
+            })
+        return base.model_copy(update={"providers": providers})
+
+    # -- shared services for the provider modules -------------------------------------------
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def provider_stats(self, provider: str) -> ProviderStats:
+        stats = self.stats.get(provider)
+        if stats is None:
+            stats = self.stats[provider] = ProviderStats()
+        return stats
+
+    def admit(self, provider: str, key: str, *, submit: bool) -> float | None:
+        """Count a request against the provider's window; the wait in real seconds if over."""
+        limit = self.config.limits.get(provider)
+        if limit is None or (limit.counts == "submits" and not submit):
+            return None
+        window = self._windows.get((provider, key))
+        if window is None:
+            window = self._windows[(provider, key)] = _Window(
+                limit.requests, limit.period * self.config.time_scale)
+        wait = window.admit(self.now())
+        if wait is not None:
+            self.provider_stats(provider).rate_limited += 1
+        return wait
+
+    def has_balance(self, provider: str) -> bool:
+        """Whether another submission may be accepted before the account runs dry."""
+        balance = self.config.balance.get(provider)
+        return balance is None or self.provider_stats(provider).accepted < balance
+
+    def create_job(self, provider: str, model: str, params: dict[str, Any], body: bytes
+                   ) -> EmulatedJob:
+        """Accept a job: record it and schedule its phases on the scaled clock."""
+        stats = self.provider_stats(provider)
+        stats.accepted += 1
+        now = self.now()
+        stats.accepted_at.append(now)
+        stats.bodies[hashlib.sha256(body).hexdigest()] += 1
+        cfg = self.config
+        duration = float(params.get("duration") or 0)
+        queue = cfg.queue_time * cfg.time_scale
+        generation = (cfg.generation_time + cfg.generation_time_per_second * duration
+                      ) * cfg.time_scale
+        prompt = str(params.get("prompt", ""))
+        outcome: Literal["COMPLETED", "FAILED", "ERROR"] = "COMPLETED"
+        if FAIL_MARKER in prompt:
+            outcome = "FAILED"
+        elif ERROR_MARKER in prompt:
+            outcome = "ERROR"
+        job = EmulatedJob(provider=provider, request_id=f"{model}_{uuid.uuid4()}", model=model,
+                          params=params, created=now, queued_until=now + queue,
+                          done_at=now + queue + generation, outcome=outcome)
+        self.jobs[job.request_id] = job
+        return job
+
+    async def wait_until_done(self, job: EmulatedJob) -> None:
+        """Hold a synchronous request until the job's generation time has passed."""
+        delay = job.done_at - self.now()
+        if delay > 0:
+            await anyio.sleep(delay)
+
+    def phase(self, job: EmulatedJob) -> Literal["QUEUED", "PROCESSING", "DONE"]:
+        now = self.now()
+        if now < job.queued_until:
+            return "QUEUED"
+        if now < job.done_at:
+            return "PROCESSING"
+        return "DONE"
+
+    def cdn_url(self, request: web.Request, job: EmulatedJob) -> str:
+        fmt = str(job.params.get("output_format") or "mp3")
+        return f"{request.scheme}://{request.host}/cdn/{job.provider}/{job.request_id}.{fmt}"
+
+    def render(self, job: EmulatedJob) -> tuple[bytes, str]:
+        """The job's audio file and its content type; records its checksum as served."""
+        fmt = str(job.params.get("output_format") or "mp3")
+        bitrate = job.params.get("bitrate")
+        kbps = int(str(bitrate).rstrip("kK")) if bitrate else None
+        seed = job.params.get("seed")
+        duration = float(job.params.get("duration") or 30)
+        data = render_audio(job.prompt, seed if isinstance(seed, int) else None, duration, fmt,
+                            bitrate_kbps=kbps)
+        self.provider_stats(job.provider).served[job.request_id] = hashlib.sha256(data).hexdigest()
+        return data, CONTENT_TYPES[fmt]
+
+    # -- the CDN -----------------------------------------------------------------------------
+
+    async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        provider = request.match_info["provider"]
+        request_id, _, _ext = request.match_info["name"].rpartition(".")
+        job = self.jobs.get(request_id)
+        if job is None or job.provider != provider or self.phase(job) != "DONE" \
+                or job.outcome != "COMPLETED":
+            return web.Response(status=404, text="Not Found")
+        stats = self.provider_stats(provider)
+        stats.downloads += 1
+        data, content_type = self.render(job)
+        return web.Response(body=data, content_type=content_type)
+
+
+def retry_after_header(wait: float, time_scale: float) -> str:
+    """Retry-After in whole seconds, as HTTP has it; fractional only on a scaled clock."""
+    if time_scale >= 1:
+        return str(max(1, math.ceil(wait)))
+    return f"{wait:.3f}"

@@ -1,0 +1,447 @@
+"""Wires adapters, limiters, polling and downloads into a batch run; owns the task group.
+
+A job's life: wait for a free slot (``max_in_flight``) and a rate-limit slot, submit, poll
+until final, release the slot, download, append to the manifest. Whatever happens to one
+job ends as a failed :class:`JobResult`; it never cancels the others.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar
+
+import aiohttp
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+
+from stableaudio_async.batch import LocatedJob, check_jobs
+from stableaudio_async.config import ProviderSettings, RetryPolicy, Settings
+from stableaudio_async.download import WrittenFile, fetch_audio
+from stableaudio_async.errors import (
+    ConfigError,
+    DownloadError,
+    InvalidBatchError,
+    JobFailedError,
+    ProviderError,
+    RateLimitedError,
+)
+from stableaudio_async.http import send
+from stableaudio_async.manifest import Manifest
+from stableaudio_async.models import (
+    Failed,
+    Job,
+    JobResult,
+    JobStatus,
+    RemoteHandle,
+    RemoteStatus,
+    Running,
+    Succeeded,
+    Timings,
+)
+from stableaudio_async.polling import poll_until_done
+from stableaudio_async.providers import Adapter, adapter_class
+from stableaudio_async.ratelimit import RateLimiter
+from stableaudio_async.retry import Phase, backoff_delay, should_retry
+
+__all__ = ["Engine", "ProviderProgress"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderProgress:
+    """How one provider's jobs stand right now."""
+
+    waiting: int
+    queued: int
+    running: int
+    downloading: int
+    completed: int
+    failed: int
+    requests: int
+    rate: float
+    rate_limit: float | None
+
+
+class _Counts:
+    __slots__ = ("completed", "downloading", "failed", "queued", "running", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting = self.queued = self.running = 0
+        self.downloading = self.completed = self.failed = 0
+
+
+class _Provider:
+    """A provider's live state: its adapter, limiter, concurrency slots and counters."""
+
+    def __init__(self, name: str, settings: ProviderSettings, api_key: str) -> None:
+        self.name = name
+        self.settings = settings
+        self.adapter: Adapter = adapter_class(name)(settings, api_key)
+        limit = settings.rate_limit
+        self.limiter = (
+            RateLimiter(limit.requests, limit.period, margin=limit.margin) if limit else None
+        )
+        self.poll_limiter = self.limiter if limit and limit.counts == "all" else None
+        self.slots = anyio.CapacityLimiter(settings.max_in_flight)
+        self.counts = _Counts()
+
+    def progress(self) -> ProviderProgress:
+        c = self.counts
+        stats = self.limiter.statistics() if self.limiter else None
+        limit = self.settings.rate_limit
+        return ProviderProgress(
+            waiting=c.waiting, queued=c.queued, running=c.running, downloading=c.downloading,
+            completed=c.completed, failed=c.failed,
+            requests=stats.granted if stats else 0,
+            rate=stats.recent_rate if stats else 0.0,
+            rate_limit=limit.requests / limit.period if limit else None,
+        )
+
+
+class _JobRun:
+    """What one job has been through so far: its counter, ids, attempts and phase times."""
+
+    def __init__(self, counts: _Counts, *, started: float, seed: int | None) -> None:
+        self.counts = counts
+        self.started = started
+        self.seed = seed
+        self.request_id: str | None = None
+        self.attempts = 0
+        self.marks: dict[str, float] = {}
+        self.counter = "waiting"
+        counts.waiting += 1
+
+    def move(self, to: str) -> None:
+        """Move the job from its current progress counter to ``to``."""
+        setattr(self.counts, self.counter, getattr(self.counts, self.counter) - 1)
+        setattr(self.counts, to, getattr(self.counts, to) + 1)
+        self.counter = to
+
+    def timings(self) -> Timings:
+        end = anyio.current_time()
+        done = self.marks.get("done")
+        generating_at = self.marks.get("running", done)
+        download = self.marks.get("download")
+        return Timings(
+            queued=generating_at - self.started if generating_at is not None else None,
+            generating=done - generating_at
+            if done is not None and generating_at is not None else None,
+            downloading=end - download if download is not None else None,
+            total=end - self.started,
+        )
+
+    def result(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        written: WrittenFile | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+        http_status: int | None = None,
+    ) -> JobResult:
+        return JobResult(
+            id=job.id, provider=job.provider, model=job.model, task=job.task, status=status,
+            path=str(written.path) if written else None,
+            sha256=written.sha256 if written else None,
+            bytes=written.size if written else None,
+            request_id=self.request_id, seed=self.seed, attempts=self.attempts,
+            timings=self.timings(), error=error, error_type=error_type, http_status=http_status,
+        )
+
+
+_EXTENSIONS = {"mpeg": "mp3", "mp3": "mp3", "wav": "wav", "x-wav": "wav", "wave": "wav"}
+
+
+def _extension(job: Job) -> str:
+    return _EXTENSIONS.get(job.output_format, job.output_format)
+
+
+class Engine:
+    """Runs jobs against the configured providers and writes their audio to ``out_dir``.
+
+    ::
+
+        async with Engine(settings, out_dir="out") as engine:
+            async for result in engine.run(jobs):   # results in the order jobs finish
+                ...
+            result = await engine.generate(job)
+
+    API keys are read from the environment (``env``, by default :data:`os.environ`) when a
+    provider is first used; a missing key is a :class:`ConfigError` before any request.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        out_dir: str | Path = "out",
+        env: Mapping[str, str] | None = None,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        self._env = env
+        self._rand = rand or random.Random().random
+        self._providers: dict[str, _Provider] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._tg: TaskGroup | None = None
+        self._manifest = Manifest(self.out_dir)
+
+    async def __aenter__(self) -> Self:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # The limiters decide how many requests go out; the pool must not add its own cap.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None and self._session is not None
+        try:
+            if exc_val is not None:
+                self._tg.cancel_scope.cancel()
+            return await self._tg.__aexit__(exc_type, exc_val, exc_tb)
+        finally:
+            self._tg = None
+            await self._session.close()
+            self._session = None
+
+    # -- preparation -----------------------------------------------------------------------
+
+    def _provider(self, name: str) -> _Provider:
+        provider = self._providers.get(name)
+        if provider is None:
+            settings = self.settings.provider(name)
+            key = settings.api_key(self._env)
+            if key is None:
+                raise ConfigError(
+                    f"no API key for provider {name!r}: set the environment variable "
+                    f"{settings.api_key_env}"
+                )
+            provider = self._providers[name] = _Provider(name, settings, key)
+        return provider
+
+    def prepare(self, jobs: Iterable[Job | LocatedJob]) -> list[Job]:
+        """Validate a whole batch and check every key it needs, sending nothing.
+
+        Raises :class:`InvalidBatchError` listing every bad job, or :class:`ConfigError` for
+        a provider that is not configured or has no key.
+        """
+        located = [j if isinstance(j, LocatedJob) else LocatedJob(j) for j in jobs]
+        issues = check_jobs(located, self.settings)
+        if issues:
+            raise InvalidBatchError(issues)
+        for name in sorted({item.job.provider for item in located}):
+            self._provider(name)
+        return [item.job for item in located]
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, jobs: Iterable[Job | LocatedJob]) -> AsyncIterator[JobResult]:
+        """Run ``jobs`` concurrently and yield each result as its job finishes.
+
+        The batch is validated whole before anything is sent. Leaving the loop early cancels
+        the batch's remaining jobs (wrap in :func:`contextlib.aclosing` to do so at once).
+        """
+        if self._tg is None:
+            raise RuntimeError("use `async with Engine(...)` before running jobs")
+        batch = self.prepare(jobs)
+        send_results, receive_results = anyio.create_memory_object_stream[JobResult](math.inf)
+        scope = anyio.CancelScope()
+        self._tg.start_soon(self._run_batch, batch, send_results, scope)
+        try:
+            async with receive_results:
+                async for result in receive_results:
+                    yield result
+        finally:
+            scope.cancel()
+
+    async def generate(self, job: Job) -> JobResult:
+        """Run one job and return its result."""
+        if self._session is None:
+            raise RuntimeError("use `async with Engine(...)` before running jobs")
+        (job,) = self.prepare([job])
+        return await self._run_job(job)
+
+    def progress(self) -> dict[str, ProviderProgress]:
+        """A snapshot of every provider used so far."""
+        return {name: p.progress() for name, p in self._providers.items()}
+
+    async def _run_batch(
+        self, jobs: list[Job], results: MemoryObjectSendStream[JobResult], scope: anyio.CancelScope
+    ) -> None:
+        async def one(job: Job) -> None:
+            result = await self._run_job(job)
+            await results.send(result)
+
+        with scope:
+            async with results, anyio.create_task_group() as tg:
+                for job in jobs:
+                    tg.start_soon(one, job)
+
+    async def _run_job(self, job: Job) -> JobResult:
+        provider = self._providers[job.provider]
+        run = _JobRun(provider.counts, started=anyio.current_time(), seed=job.seed)
+        bound = log.bind(job_id=job.id, provider=job.provider)
+        try:
+            async with provider.slots:
+                handle = await self._submit(provider, job, run, bound)
+                bound = bound.bind(request_id=handle.request_id)
+                run.move("queued")
+                final = handle.status
+                if not isinstance(final, Succeeded | Failed):
+                    final = await self._follow(provider, job, handle, run, bound)
+                run.marks["done"] = anyio.current_time()
+            if isinstance(final, Failed):
+                error = JobFailedError(final.reason, provider=job.provider, job_id=job.id,
+                                       request_id=handle.request_id)
+                error.charged = final.charged
+                raise error
+            if final.seed is not None:
+                run.seed = final.seed
+            run.move("downloading")
+            run.marks["download"] = anyio.current_time()
+            written = await self._download(provider, job, final, handle.request_id, bound)
+        except ProviderError as exc:
+            exc.with_context(job_id=job.id, request_id=run.request_id)
+            run.move("failed")
+            bound.warning("job.failed", error=str(exc), error_type=type(exc).__name__,
+                          http_status=exc.status)
+            result = run.result(job, JobStatus.FAILED, error=exc.message,
+                                error_type=type(exc).__name__, http_status=exc.status)
+        except Exception as exc:  # a bug must fail its job, not the batch
+            run.move("failed")
+            bound.exception("job.crashed")
+            result = run.result(job, JobStatus.FAILED,
+                                error=f"internal error: {type(exc).__name__}: {exc}",
+                                error_type="InternalError")
+        else:
+            run.move("completed")
+            result = run.result(job, JobStatus.COMPLETED, written=written)
+            bound.info("job.completed", path=str(written.path), bytes=written.size,
+                       seconds=round(result.timings.total, 3))
+        await self._manifest.append(result)
+        return result
+
+    async def _retrying(
+        self,
+        phase: Phase,
+        policy: RetryPolicy,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        provider: _Provider,
+        bound: structlog.typing.FilteringBoundLogger,
+        limiter: RateLimiter | None = None,
+    ) -> T:
+        """Run ``operation``, retrying what :func:`should_retry` allows for ``phase``."""
+        attempt = 0
+        while True:
+            if limiter is not None:
+                await limiter.acquire()
+            try:
+                return await operation()
+            except ProviderError as exc:
+                attempt += 1
+                if attempt >= policy.attempts or not should_retry(phase, exc):
+                    raise
+                wait = backoff_delay(attempt - 1, initial=policy.initial, maximum=policy.max,
+                                     factor=policy.factor, jitter=0.5, rand=self._rand)
+                if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+                    wait = exc.retry_after
+                    if provider.limiter is not None:
+                        # A Retry-After speaks for the whole provider, not just this job.
+                        provider.limiter.pause(wait)
+                        bound.warning("provider.paused", seconds=wait)
+                bound.warning(f"{phase}.retry_scheduled", attempt=attempt, wait=round(wait, 3),
+                              error=str(exc))
+                await anyio.sleep(wait)
+
+    async def _submit(
+        self,
+        provider: _Provider,
+        job: Job,
+        run: _JobRun,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> RemoteHandle:
+        assert self._session is not None
+        session = self._session
+        request = provider.adapter.submit_request(job)
+
+        async def attempt() -> RemoteHandle:
+            run.attempts += 1
+            reply = await send(session, request, provider=provider.name,
+                               timeout=provider.settings.request_timeout)
+            handle = provider.adapter.parse_submit(reply)
+            run.request_id = handle.request_id
+            return handle
+
+        handle = await self._retrying("submit", provider.settings.retry, attempt,
+                                      provider=provider, bound=bound, limiter=provider.limiter)
+        bound.info("job.submitted", request_id=handle.request_id, attempts=run.attempts)
+        return handle
+
+    async def _follow(
+        self,
+        provider: _Provider,
+        job: Job,
+        handle: RemoteHandle,
+        run: _JobRun,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> RemoteStatus:
+        assert self._session is not None
+        policy = provider.settings.poll
+        status: RemoteStatus = handle.status
+        statuses = poll_until_done(
+            self._session, provider.adapter, handle, policy=policy,
+            deadline=anyio.current_time() + policy.timeout, limiter=provider.poll_limiter,
+            request_timeout=provider.settings.request_timeout, rand=self._rand, job_id=job.id,
+        )
+        async for status in statuses:
+            bound.debug("job.status", status=type(status).__name__.lower())
+            if isinstance(status, Running) and "running" not in run.marks:
+                run.marks["running"] = anyio.current_time()
+                run.move("running")
+        return status
+
+    async def _download(
+        self,
+        provider: _Provider,
+        job: Job,
+        final: Succeeded,
+        request_id: str | None,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> WrittenFile:
+        assert self._session is not None
+        session = self._session
+        source = final.audio[0]
+        dest = self.out_dir / f"{job.id}.{_extension(job)}"
+        download = self.settings.download
+        headers = provider.adapter.download_headers(getattr(source, "url", ""))
+
+        async def attempt() -> WrittenFile:
+            return await fetch_audio(session, source, dest, provider=provider.name,
+                                     headers=headers, chunk_size=download.chunk_size,
+                                     timeout=download.timeout)
+
+        try:
+            return await self._retrying("download", download.retry, attempt,
+                                        provider=provider, bound=bound)
+        except DownloadError as exc:
+            raise exc.with_context(job_id=job.id, request_id=request_id) from exc.__cause__

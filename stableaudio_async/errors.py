@@ -1,0 +1,170 @@
+"""The engine's whole exception tree; every foreign error is translated into one of these.
+
+::
+
+    StableAudioError
+    ├── ConfigError                  bad settings file, missing API key (nothing was sent)
+    ├── InvalidBatchError            one or more jobs refused before anything was sent
+    └── ProviderError                a provider (or its CDN) answered badly or not at all
+        ├── InvalidRequestError      400 / 422: the request itself is wrong
+        ├── AuthenticationError      401 / 403: key missing, wrong or not allowed
+        ├── InsufficientBalanceError 402: the account is out of credit
+        ├── ContentRejectedError     moderation refused the prompt or the input audio
+        ├── RateLimitedError         429, with the server's ``retry_after`` when given
+        ├── ProviderUnavailableError 5xx, connection failures, malformed replies
+        ├── JobFailedError           the provider ran the job and says it failed
+        ├── DeadlineExceededError    the job did not finish in time (also a TimeoutError)
+        └── DownloadError            the audio could not be fetched or written
+
+Every :class:`ProviderError` carries ``provider``, ``job_id``, ``request_id``, ``status`` and
+``retry_after``. None of them ever carries an API key: messages are built from status codes,
+provider error bodies and URLs that hold no credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ContentRejectedError",
+    "DeadlineExceededError",
+    "DownloadError",
+    "InsufficientBalanceError",
+    "InvalidBatchError",
+    "InvalidRequestError",
+    "JobFailedError",
+    "JobIssue",
+    "ProviderError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "StableAudioError",
+]
+
+
+class StableAudioError(Exception):
+    """Base of every error this package raises."""
+
+
+class ConfigError(StableAudioError):
+    """Settings are unusable: a malformed config file, an unknown provider, a missing key."""
+
+
+@dataclass(frozen=True)
+class JobIssue:
+    """One reason a job was refused: where it came from, which job, which field, and why."""
+
+    message: str
+    job_id: str | None = None
+    field: str | None = None
+    line: int | None = None
+    source: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.source is not None:
+            where.append(self.source if self.line is None else f"{self.source}:{self.line}")
+        elif self.line is not None:
+            where.append(f"line {self.line}")
+        if self.job_id is not None:
+            where.append(f"job {self.job_id}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class InvalidBatchError(StableAudioError):
+    """A batch holds jobs that cannot be run; nothing from it has been submitted."""
+
+    def __init__(self, issues: Sequence[JobIssue]) -> None:
+        self.issues = tuple(issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"{len(self.issues)} invalid job(s), nothing was submitted:\n{lines}")
+
+
+class ProviderError(StableAudioError):
+    """A provider, or the CDN serving its audio, did not give us what we asked for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        job_id: str | None = None,
+        request_id: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.job_id = job_id
+        self.request_id = request_id
+        self.status = status
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        context = [f"provider={self.provider}"]
+        if self.job_id is not None:
+            context.append(f"job={self.job_id}")
+        if self.request_id is not None:
+            context.append(f"request={self.request_id}")
+        if self.status is not None:
+            context.append(f"http={self.status}")
+        return f"{self.message} ({', '.join(context)})"
+
+    def with_context(
+        self, *, job_id: str | None = None, request_id: str | None = None
+    ) -> ProviderError:
+        """Fill in the job and request ids where the raiser could not know them."""
+        if self.job_id is None:
+            self.job_id = job_id
+        if self.request_id is None:
+            self.request_id = request_id
+        return self
+
+
+class InvalidRequestError(ProviderError):
+    """The provider refused the request as malformed or out of range (400, 422)."""
+
+
+class AuthenticationError(ProviderError):
+    """The API key is missing, wrong, or not allowed to use this endpoint (401, 403)."""
+
+
+class InsufficientBalanceError(ProviderError):
+    """The account has no credit left (402)."""
+
+
+class ContentRejectedError(ProviderError):
+    """Moderation refused the prompt or the input audio; providers do not charge for it."""
+
+
+class RateLimitedError(ProviderError):
+    """The provider said 429; ``retry_after`` holds its requested pause in seconds, if any."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """A 5xx, a connection failure or a reply we could not read."""
+
+    #: False only when the request provably never reached the provider (the connection
+    #: was never made), which is what makes a paid submit safe to repeat.
+    sent: bool = True
+
+
+class JobFailedError(ProviderError):
+    """The provider ran the job and reports it failed; ``charged`` says whether it billed it."""
+
+    #: Whether the provider bills a failure of this kind (Pixazo's ERROR, for one, is free).
+    charged: bool = True
+
+
+class DeadlineExceededError(ProviderError, TimeoutError):
+    """The job did not reach a final state within its deadline."""
+
+
+class DownloadError(ProviderError):
+    """The audio could not be downloaded, decoded or written to disk."""

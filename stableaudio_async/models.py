@@ -1,0 +1,192 @@
+"""The engine's vocabulary: the unified job, a remote job's typed status, and a job's result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+__all__ = [
+    "AudioSource",
+    "AudioURL",
+    "Failed",
+    "InlineAudio",
+    "Job",
+    "JobResult",
+    "JobStatus",
+    "Queued",
+    "RemoteHandle",
+    "RemoteStatus",
+    "Running",
+    "Succeeded",
+    "Task",
+    "Timings",
+]
+
+# Job ids become file names (`<id>.<ext>`), so they may not hold separators or start with a dot.
+JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+class Task(StrEnum):
+    """What a job asks the model to do."""
+
+    TEXT_TO_AUDIO = "text-to-audio"
+    AUDIO_TO_AUDIO = "audio-to-audio"
+    INPAINT = "inpaint"
+
+
+class Job(BaseModel):
+    """One generation request, in provider-neutral names.
+
+    Each adapter maps these names onto its provider's (``steps`` becomes Pixazo's
+    ``num_inference_steps``, ``duration`` AI/ML API's ``seconds_total``, …) and checks the
+    ranges of the provider and model it targets. ``None`` means "the provider's default".
+    ``options`` is passed through to the provider's request body untouched.
+
+    Without an ``id``, a job is named by a hash of its parameters, so the same job always gets
+    the same id (and the same output file name).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: JobId = Field(default=None, validate_default=False)  # type: ignore[assignment]
+    provider: str = Field(min_length=1)
+    model: str | None = None
+    task: Task = Task.TEXT_TO_AUDIO
+    prompt: str = Field(min_length=1)
+    negative_prompt: str | None = None
+    duration: float | None = Field(default=None, gt=0)
+    steps: int | None = Field(default=None, ge=1)
+    guidance_scale: float | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0)
+    output_format: str = "mp3"
+    bitrate: str | None = None
+    audio: str | None = None
+    strength: float | None = Field(default=None, ge=0, le=1)
+    mask_start: float | None = Field(default=None, ge=0)
+    mask_end: float | None = Field(default=None, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _name_by_content(self) -> Job:
+        if self.id is None:
+            # Frozen model: the id is derived once, here, from the validated fields.
+            self.__dict__["id"] = self.content_id()
+        return self
+
+    def content_id(self) -> str:
+        """A stable name for this job: a hash of its normalised parameters (not its id)."""
+        payload = self.model_dump(mode="json", exclude={"id"}, exclude_none=True)
+        if not payload.get("options"):
+            payload.pop("options", None)
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioURL:
+    """Audio the provider left on its CDN, to be downloaded."""
+
+    url: str
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InlineAudio:
+    """Audio the provider returned in its reply (raw bytes, base64 or a data URI, decoded)."""
+
+    data: bytes = field(repr=False)
+    content_type: str | None = None
+
+
+AudioSource = AudioURL | InlineAudio
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """Accepted, waiting for a worker."""
+
+    position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """Being generated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """Done; the audio is at (or in) ``audio``."""
+
+    audio: tuple[AudioSource, ...]
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The provider gave up on the job; ``charged`` says whether it still bills it."""
+
+    reason: str
+    charged: bool = True
+
+
+RemoteStatus = Queued | Running | Succeeded | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteHandle:
+    """What a provider told us when it accepted a job: its id, where to poll, its state."""
+
+    request_id: str | None
+    poll_url: str | None
+    status: RemoteStatus
+
+
+class JobStatus(StrEnum):
+    """Where a job ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Timings(BaseModel):
+    """Seconds a job spent in each phase (``None`` where it never reached that phase)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    queued: float | None = None
+    generating: float | None = None
+    downloading: float | None = None
+    total: float = 0.0
+
+
+class JobResult(BaseModel):
+    """The outcome of one job, as yielded by the engine and written to ``manifest.jsonl``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    provider: str
+    model: str | None = None
+    task: Task
+    status: JobStatus
+    path: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    content_type: str | None = None
+    request_id: str | None = None
+    seed: int | None = None
+    attempts: int = 0
+    timings: Timings = Field(default_factory=Timings)
+    error: str | None = None
+    error_type: str | None = None
+    http_status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the audio is on disk."""
+        return self.status is JobStatus.COMPLETED

@@ -1,0 +1,214 @@
+"""The adapter interface: a provider is a translator between a Job and that provider's HTTP contract.
+
+Adapters build requests and read replies. They never send, sleep, retry or limit: the engine
+does that, the same way for every provider.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from stableaudio_async.config import ProviderSettings
+from stableaudio_async.errors import (
+    AuthenticationError,
+    ContentRejectedError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    JobIssue,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from stableaudio_async.http import HttpReply, HttpRequest
+from stableaudio_async.models import Job, RemoteHandle, RemoteStatus, Task
+from stableaudio_async.retry import retry_after_from_headers
+
+__all__ = [
+    "Adapter",
+    "HttpReply",
+    "HttpRequest",
+    "ModelSpec",
+    "Range",
+    "check_job",
+    "error_from_reply",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """An inclusive range a numeric field must fall in."""
+
+    lo: float
+    hi: float
+    integer: bool = False
+
+    def __str__(self) -> str:
+        fmt = (lambda v: str(int(v))) if self.integer else (lambda v: f"{v:g}")
+        return f"{fmt(self.lo)}–{fmt(self.hi)}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What one provider's model accepts, in the unified job's field names."""
+
+    tasks: frozenset[Task]
+    ranges: Mapping[str, Range]
+    formats: frozenset[str]
+    #: Unified fields this model understands besides ``prompt``, ``seed`` and the ranged ones.
+    fields: frozenset[str] = frozenset()
+    prompt_max: int | None = None
+    #: Whether an input ``audio`` must be a URL (the provider cannot take a local file).
+    audio_url_only: bool = False
+
+
+_CORE_FIELDS = frozenset({"id", "provider", "model", "task", "prompt", "output_format", "options"})
+
+
+def check_job(job: Job, spec: ModelSpec, *, provider: str, reserved: frozenset[str]) -> list[JobIssue]:
+    """Every reason ``spec`` cannot run ``job``, each naming the field.
+
+    ``reserved`` is the set of provider body keys the adapter fills itself, which ``options``
+    may not override.
+    """
+    issues: list[JobIssue] = []
+
+    def refuse(name: str, message: str) -> None:
+        issues.append(JobIssue(message, job_id=job.id, field=name))
+
+    if job.task not in spec.tasks:
+        supported = ", ".join(sorted(spec.tasks))
+        refuse("task", f"{provider} cannot run {job.task} (supported: {supported})")
+    if spec.prompt_max is not None and len(job.prompt) > spec.prompt_max:
+        refuse("prompt", f"longer than {provider}'s limit of {spec.prompt_max} characters")
+    if job.output_format not in spec.formats:
+        refuse("output_format", f"{job.output_format!r} not one of {', '.join(sorted(spec.formats))}")
+    allowed = _CORE_FIELDS | spec.fields | spec.ranges.keys()
+    for name, value in job:
+        if value is None or name in allowed:
+            continue
+        refuse(name, f"not supported by {provider} for {job.task}")
+    for name, limits in spec.ranges.items():
+        value = getattr(job, name)
+        if value is None:
+            continue
+        if limits.integer and value != int(value):
+            refuse(name, f"must be a whole number in {limits}, got {value}")
+        elif not limits.lo <= value <= limits.hi:
+            refuse(name, f"{value:g} is outside {provider}'s range {limits}")
+    if job.task in (Task.AUDIO_TO_AUDIO, Task.INPAINT) and job.task in spec.tasks:
+        if job.audio is None:
+            refuse("audio", f"{job.task} needs an input audio file or URL")
+        elif spec.audio_url_only and not job.audio.startswith(("http://", "https://")):
+            refuse("audio", f"{provider} takes input audio by http(s) URL only")
+    if job.mask_start is not None and job.mask_end is not None and job.mask_start >= job.mask_end:
+        refuse("mask_end", "must be greater than mask_start")
+    for key in sorted(reserved & job.options.keys()):
+        refuse(f"options.{key}", "set through the job's own field, not options")
+    return issues
+
+
+def _message_from_body(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:300] or None
+    if not isinstance(data, dict):
+        return None
+    parts: list[str] = []
+    for key in ("name", "error", "message", "detail", "errors"):
+        value = data.get(key)
+        if isinstance(value, list):
+            value = "; ".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            value = value.get("message") or value.get("name")
+        if value and str(value) not in parts:
+            parts.append(str(value))
+    return ": ".join(parts)[:500] or None
+
+
+def error_from_reply(
+    reply: HttpReply, *, provider: str, request_id: str | None = None
+) -> ProviderError:
+    """The engine's exception for an HTTP error reply, with the provider's own words in it."""
+    status = reply.status
+    detail = _message_from_body(reply.body)
+    message = f"HTTP {status}" + (f": {detail}" if detail else "")
+    context: dict[str, Any] = {"provider": provider, "request_id": request_id, "status": status}
+    if status == 429:
+        retry_after = retry_after_from_headers(reply.headers)
+        return RateLimitedError(message, retry_after=retry_after, **context)
+    if status == 402:
+        return InsufficientBalanceError(message, **context)
+    if status == 401:
+        return AuthenticationError(message, **context)
+    if status == 403:
+        if detail and "moderation" in detail.lower():
+            return ContentRejectedError(message, **context)
+        return AuthenticationError(message, **context)
+    if status >= 500:
+        return ProviderUnavailableError(message, **context)
+    return InvalidRequestError(message, **context)
+
+
+class Adapter(ABC):
+    """Translates jobs into one provider's requests and its replies into engine types."""
+
+    #: The provider's name in configs, jobs and the CLI.
+    name: ClassVar[str]
+    #: The model used when a job names none.
+    default_model: ClassVar[str]
+    #: What each model can do.
+    models: ClassVar[Mapping[str, ModelSpec]]
+
+    def __init__(self, settings: ProviderSettings, api_key: str) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self._api_key = api_key
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url}>"
+
+    def model_of(self, job: Job) -> str:
+        """The model the job runs on."""
+        return job.model or self.default_model
+
+    @classmethod
+    def validate(cls, job: Job) -> list[JobIssue]:
+        """Every reason this provider cannot run ``job``; empty when it can."""
+        model = job.model or cls.default_model
+        spec = cls.models.get(model)
+        if spec is None:
+            known = ", ".join(sorted(cls.models))
+            return [JobIssue(f"unknown {cls.name} model {model!r} (known: {known})",
+                             job_id=job.id, field="model")]
+        return cls.check(job, spec)
+
+    @classmethod
+    def check(cls, job: Job, spec: ModelSpec) -> list[JobIssue]:
+        """Model-specific checks; the default applies ``spec`` with :func:`check_job`."""
+        return check_job(job, spec, provider=cls.name, reserved=frozenset())
+
+    @abstractmethod
+    def submit_request(self, job: Job) -> HttpRequest:
+        """The request that starts ``job``."""
+
+    @abstractmethod
+    def parse_submit(self, reply: HttpReply) -> RemoteHandle:
+        """Read a successful submit reply; raise a :class:`ProviderError` for anything else."""
+
+    @abstractmethod
+    def poll_request(self, handle: RemoteHandle) -> HttpRequest:
+        """The request that asks for the job's current status."""
+
+    @abstractmethod
+    def parse_poll(self, reply: HttpReply, handle: RemoteHandle) -> RemoteStatus:
+        """Read a status reply into one typed status; raise for an error reply."""
+
+    def download_headers(self, url: str) -> Mapping[str, str]:
+        """Headers for fetching audio from ``url`` (public CDNs need none)."""
+        return {}

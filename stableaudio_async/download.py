@@ -38,6 +38,7 @@ class WrittenFile:
     path: Path
     sha256: str
     size: int
+    content_type: str | None = None
 
 
 def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
@@ -66,8 +67,9 @@ class AtomicWriter(AsyncResource):
     file, so nothing partial ever appears under ``path``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, content_type: str | None = None) -> None:
         self.path = path
+        self.content_type = content_type
         self.temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         self._hash = hashlib.sha256()
         self._size = 0
@@ -105,7 +107,8 @@ class AtomicWriter(AsyncResource):
         await anyio.to_thread.run_sync(os.fsync, self._file.wrapped.fileno())
         await self._file.aclose()
         await anyio.to_thread.run_sync(_replace_durably, self.temp_path, self.path)
-        self._result = WrittenFile(self.path, self._hash.hexdigest(), self._size)
+        self._result = WrittenFile(self.path, self._hash.hexdigest(), self._size,
+                                   self.content_type)
         return self._result
 
     async def aclose(self) -> None:
@@ -142,7 +145,7 @@ async def fetch_audio(
     :class:`DownloadError` (``status`` set for HTTP errors, ``None`` for broken transfers).
     """
     if isinstance(source, InlineAudio):
-        async with AtomicWriter(dest) as writer:
+        async with AtomicWriter(dest, content_type=source.content_type) as writer:
             await writer.write(source.data)
             return await writer.commit()
     try:
@@ -158,7 +161,8 @@ async def fetch_audio(
                         provider=provider, status=response.status,
                     )
                 expected = response.content_length
-                async with AtomicWriter(dest) as writer:
+                content_type = source.content_type or response.headers.get("Content-Type")
+                async with AtomicWriter(dest, content_type=content_type) as writer:
                     async for chunk in response.content.iter_chunked(chunk_size):
                         await writer.write(chunk)
                     if expected is not None and writer.size != expected:

@@ -155,6 +155,7 @@ class _JobRun:
             path=str(written.path) if written else None,
             sha256=written.sha256 if written else None,
             bytes=written.size if written else None,
+            content_type=written.content_type if written else None,
             request_id=self.request_id, seed=self.seed, attempts=self.attempts,
             timings=self.timings(), error=error, error_type=error_type, http_status=http_status,
         )

@@ -71,11 +71,13 @@ class ProviderStats:
     rate_limited: int = 0
     errors: Counter[int] = field(default_factory=Counter)
     #: How often each distinct submit body was accepted: >1 is a duplicate submission.
-    bodies: Counter[str] = field(default_factory=Counter)
+    bodies: Counter[str] = field(default_factory=Counter, repr=False)
     #: Real (monotonic) times of accepted submissions.
-    accepted_at: list[float] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list, repr=False)
+    #: Real (monotonic) times of every request counted against the rate limit.
+    counted_at: list[float] = field(default_factory=list, repr=False)
     #: sha256 of the audio served for each request id.
-    served: dict[str, str] = field(default_factory=dict)
+    served: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def duplicate_submissions(self) -> int:
@@ -231,9 +233,13 @@ class Emulator:
         if window is None:
             window = self._windows[(provider, key)] = _Window(
                 limit.requests, limit.period * self.config.time_scale)
-        wait = window.admit(self.now())
-        if wait is not None:
-            self.provider_stats(provider).rate_limited += 1
+        now = self.now()
+        wait = window.admit(now)
+        stats = self.provider_stats(provider)
+        if wait is None:
+            stats.counted_at.append(now)
+        else:
+            stats.rate_limited += 1
         return wait
 
     def has_balance(self, provider: str) -> bool:

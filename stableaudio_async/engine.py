@@ -213,12 +213,14 @@ class Engine:
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         assert self._tg is not None and self._session is not None
         try:
-            if exc_val is not None:
-                self._tg.cancel_scope.cancel()
-            return await self._tg.__aexit__(exc_type, exc_val, exc_tb)
+            # Work still running here belongs to a run() its caller abandoned: stop it. The
+            # body's own exception is not handed to the task group, so it reaches the caller
+            # as itself rather than wrapped in an ExceptionGroup.
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
         finally:
             self._tg = None
             await self._session.close()

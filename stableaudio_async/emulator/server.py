@@ -188,21 +188,24 @@ class Emulator:
         return f"http://{self.host}:{self.port}"
 
     def client_settings(self, base: Settings | None = None, *, margin: float = 0.05,
-                        poll_timeout: float = 600.0) -> Settings:
+                        min_margin: float = 0.02, poll_timeout: float = 600.0) -> Settings:
         """Settings that point every provider at this emulator, on its time scale.
 
         Rate limits and poll intervals are the emulator's own, scaled to real seconds, so
-        a client using them paces exactly as it would against the real provider.
+        a client using them paces as it would against the real provider. Each window gets
+        ``margin`` of its length, but at least ``min_margin`` seconds: on a fast time scale
+        the scheduling jitter of a busy machine outgrows a proportional margin.
         """
         base = base or load_settings(env={})
         scale = self.config.time_scale
         providers = {}
         for name, provider in base.providers.items():
             limit = self.config.limits.get(name)
-            rate_limit = (
-                RateLimit(requests=limit.requests, period=limit.period * scale,
-                          counts=limit.counts, margin=margin) if limit else None
-            )
+            rate_limit = None
+            if limit is not None:
+                period = limit.period * scale
+                rate_limit = RateLimit(requests=limit.requests, period=period, counts=limit.counts,
+                                       margin=min(1.0, max(margin, min_margin / period)))
             poll = provider.poll
             providers[name] = provider.model_copy(update={
                 "base_url": self.url,

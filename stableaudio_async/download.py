@@ -137,7 +137,7 @@ async def fetch_audio(
     provider: str,
     headers: Mapping[str, str] | None = None,
     chunk_size: int = 256 * 1024,
-    timeout: float = 300.0,
+    total_timeout: float = 300.0,
 ) -> WrittenFile:
     """Write ``source`` to ``dest`` atomically: inline bytes directly, a URL streamed in chunks.
 
@@ -153,7 +153,7 @@ async def fetch_audio(
             async with session.get(
                 source.url,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout, sock_read=min(timeout, 60.0)),
+                timeout=aiohttp.ClientTimeout(total=total_timeout, sock_read=min(total_timeout, 60.0)),
             ) as response:
                 if response.status != 200:
                     raise DownloadError(

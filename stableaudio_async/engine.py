@@ -30,6 +30,7 @@ from stableaudio_async.errors import (
     InvalidBatchError,
     JobFailedError,
     ProviderError,
+    ProviderUnavailableError,
     RateLimitedError,
 )
 from stableaudio_async.http import send
@@ -390,7 +391,7 @@ class Engine:
         async def attempt() -> RemoteHandle:
             run.attempts += 1
             reply = await send(session, request, provider=provider.name,
-                               timeout=provider.settings.request_timeout)
+                               total_timeout=provider.settings.request_timeout)
             handle = provider.adapter.parse_submit(reply)
             run.request_id = handle.request_id
             return handle
@@ -407,7 +408,7 @@ class Engine:
         handle: RemoteHandle,
         run: _JobRun,
         bound: structlog.typing.FilteringBoundLogger,
-    ) -> RemoteStatus:
+    ) -> Succeeded | Failed:
         assert self._session is not None
         policy = provider.settings.poll
         status: RemoteStatus = handle.status
@@ -421,6 +422,9 @@ class Engine:
             if isinstance(status, Running) and "running" not in run.marks:
                 run.marks["running"] = anyio.current_time()
                 run.move("running")
+        if not isinstance(status, Succeeded | Failed):  # poll_until_done ends on a final status
+            raise ProviderUnavailableError("status polling ended without a final status",
+                                           provider=provider.name, request_id=handle.request_id)
         return status
 
     async def _download(
@@ -441,7 +445,7 @@ class Engine:
         async def attempt() -> WrittenFile:
             return await fetch_audio(session, source, dest, provider=provider.name,
                                      headers=headers, chunk_size=download.chunk_size,
-                                     timeout=download.timeout)
+                                     total_timeout=download.timeout)
 
         try:
             return await self._retrying("download", download.retry, attempt,

@@ -67,7 +67,7 @@ def translate_errors(provider: str, *, what: str = "request") -> Iterator[None]:
 
 
 async def send(
-    session: aiohttp.ClientSession, request: HttpRequest, *, provider: str, timeout: float
+    session: aiohttp.ClientSession, request: HttpRequest, *, provider: str, total_timeout: float
 ) -> HttpReply:
     """Send ``request`` and read the whole reply (provider API replies are small)."""
     with translate_errors(provider, what=f"{request.method} {request.url}"):
@@ -76,7 +76,7 @@ async def send(
             request.url,
             headers=request.headers,
             json=request.json,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=aiohttp.ClientTimeout(total=total_timeout),
             allow_redirects=False,
         ) as response:
             body = await response.read()

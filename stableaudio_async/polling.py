@@ -1,4 +1,4 @@
-"""One job's status loop: poll with capped exponential backoff and jitter until a final state or the deadline."""
+"""One job's status loop: poll with capped exponential backoff and jitter until final or the deadline."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ async def poll_until_done(
             await limiter.acquire()
         try:
             reply = await send(session, adapter.poll_request(handle), provider=adapter.name,
-                               timeout=request_timeout)
+                               total_timeout=request_timeout)
             status = adapter.parse_poll(reply, handle)
         except ProviderError as exc:
             exc.with_context(job_id=job_id, request_id=handle.request_id)

@@ -47,8 +47,9 @@ class Range:
     integer: bool = False
 
     def __str__(self) -> str:
-        fmt = (lambda v: str(int(v))) if self.integer else (lambda v: f"{v:g}")
-        return f"{fmt(self.lo)}–{fmt(self.hi)}"
+        if self.integer:
+            return f"{int(self.lo)}–{int(self.hi)}"
+        return f"{self.lo:g}–{self.hi:g}"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from stableaudio_async.download import decode_data_uri
@@ -60,7 +60,7 @@ class PixazoAdapter(Adapter):
 
     name = "pixazo"
     default_model = "stable-audio-3-small-music"
-    models: Mapping[str, ModelSpec] = {default_model: _SMALL_MUSIC}
+    models: ClassVar[Mapping[str, ModelSpec]] = {default_model: _SMALL_MUSIC}
 
     @classmethod
     def check(cls, job: Job, spec: ModelSpec) -> list[JobIssue]:

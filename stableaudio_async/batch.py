@@ -55,7 +55,8 @@ def _make_job(
 
 def _load_jsonl(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJob]:
     jobs = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Not splitlines(): JSON strings may hold U+2028 and friends, which it would split on.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -94,7 +95,14 @@ def _load_toml(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJo
         if extra:
             issues.append(JobIssue(f"unknown matrix key(s) {', '.join(extra)} "
                                    f"(expected {', '.join(_MATRIX_AXES)})", source=source))
-        axes = [(field, matrix.get(key, [None])) for key, field in _MATRIX_AXES.items()]
+        axes = []
+        for key, field in _MATRIX_AXES.items():
+            values = matrix.get(key, [None])
+            if not isinstance(values, list) or not values:
+                issues.append(JobIssue(f"matrix.{key} must be a non-empty list", source=source,
+                                       field=f"matrix.{key}"))
+                values = []
+            axes.append((field, values))
         for index, values in enumerate(itertools.product(*(v for _, v in axes)), start=1):
             raw = dict(defaults)
             raw.update({field: value for (field, _), value in zip(axes, values, strict=True)

@@ -8,6 +8,7 @@ never part of the settings: only the *name* of the environment variable holding 
 
 from __future__ import annotations
 
+import copy
 import os
 import tomllib
 from collections.abc import Mapping
@@ -38,13 +39,28 @@ class RateLimit(_Frozen):
 
     ``counts`` says what the provider counts: only job submissions, or every request (polls
     too). ``margin`` is a fraction of ``period`` added to every window, because the provider
-    counts requests when they arrive and we can only stamp them when we send them.
+    counts requests when they arrive and we can only stamp them when we send them. ``burst``
+    is how many requests may leave at once; after it they are spread evenly over the window
+    (default: a tenth of ``requests``), which keeps a provider's queueing delay from pushing
+    one window's requests into the next.
     """
 
     requests: int = Field(ge=1)
     period: float = Field(gt=0)
     counts: Literal["submits", "all"] = "submits"
     margin: float = Field(default=0.02, ge=0, le=1)
+    burst: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _burst_within_limit(self) -> RateLimit:
+        if self.burst is not None and self.burst > self.requests:
+            raise ValueError("rate_limit.burst must not exceed rate_limit.requests")
+        return self
+
+    @property
+    def effective_burst(self) -> int:
+        """``burst``, or its default: a tenth of ``requests`` (at least 1)."""
+        return self.burst if self.burst is not None else max(1, self.requests // 10)
 
 
 class PollPolicy(_Frozen):
@@ -134,12 +150,13 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
+    """A new nested dict: ``override`` over ``base``; neither input is modified or shared."""
+    merged = copy.deepcopy(dict(base))
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = _merge(merged[key], value)
         else:
-            merged[key] = value
+            merged[key] = copy.deepcopy(value)
     return merged
 
 
@@ -163,14 +180,16 @@ def load_settings(
                 data = _merge(data, tomllib.load(fh))
         except OSError as exc:
             raise ConfigError(f"cannot read config {source}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config {source} is not valid TOML: {exc}") from exc
     if overrides:
         data = _merge(data, overrides)
-    for name, provider in data.get("providers", {}).items():
-        url = env.get(f"STABLEAUDIO_{name.upper()}_BASE_URL")
-        if url and isinstance(provider, dict):
-            provider["base_url"] = url
+    providers = data.get("providers")
+    if isinstance(providers, dict):
+        for name, provider in providers.items():
+            url = env.get(f"STABLEAUDIO_{name.upper()}_BASE_URL")
+            if url and isinstance(provider, dict):
+                provider["base_url"] = url
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -144,15 +144,16 @@ async def fetch_audio(
     The body is checked against Content-Length when the server sends one. Raises
     :class:`DownloadError` (``status`` set for HTTP errors, ``None`` for broken transfers).
     """
-    if isinstance(source, InlineAudio):
-        async with AtomicWriter(dest, content_type=source.content_type) as writer:
-            await writer.write(source.data)
-            return await writer.commit()
     try:
+        if isinstance(source, InlineAudio):
+            async with AtomicWriter(dest, content_type=source.content_type) as writer:
+                await writer.write(source.data)
+                return await writer.commit()
         with translate_errors(provider, what=f"download {source.url}"):
             async with session.get(
                 source.url,
-                headers=headers,
+                # Audio does not compress, and Content-Length must describe the bytes we store.
+                headers={**(headers or {}), "Accept-Encoding": "identity"},
                 timeout=aiohttp.ClientTimeout(total=total_timeout, sock_read=min(total_timeout, 60.0)),
             ) as response:
                 if response.status != 200:
@@ -160,7 +161,8 @@ async def fetch_audio(
                         f"CDN answered HTTP {response.status} for {source.url}",
                         provider=provider, status=response.status,
                     )
-                expected = response.content_length
+                encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+                expected = None if encoded else response.content_length
                 content_type = source.content_type or response.headers.get("Content-Type")
                 async with AtomicWriter(dest, content_type=content_type) as writer:
                     async for chunk in response.content.iter_chunked(chunk_size):
@@ -175,3 +177,6 @@ async def fetch_audio(
                     return await writer.commit()
     except ProviderUnavailableError as exc:
         raise DownloadError(exc.message, provider=provider, status=exc.status) from exc
+    except OSError as exc:
+        raise DownloadError(f"cannot write {dest}: {exc.strerror or exc}", provider=provider,
+                            status=None) from exc

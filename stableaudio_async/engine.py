@@ -90,7 +90,8 @@ class _Provider:
         self.adapter: Adapter = adapter_class(name)(settings, api_key)
         limit = settings.rate_limit
         self.limiter = (
-            RateLimiter(limit.requests, limit.period, margin=limit.margin) if limit else None
+            RateLimiter(limit.requests, limit.period, margin=limit.margin,
+                        burst=limit.effective_burst) if limit else None
         )
         self.poll_limiter = self.limiter if limit and limit.counts == "all" else None
         self.slots = anyio.CapacityLimiter(settings.max_in_flight)

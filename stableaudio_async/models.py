@@ -71,6 +71,13 @@ class Job(BaseModel):
     mask_end: float | None = Field(default=None, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _none_id_means_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "id" in data and data["id"] is None:
+            return {k: v for k, v in data.items() if k != "id"}
+        return data
+
     @model_validator(mode="after")
     def _name_by_content(self) -> Job:
         if self.id is None:

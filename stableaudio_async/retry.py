@@ -5,7 +5,9 @@ from __future__ import annotations
 import email.utils
 import math
 import random
+import re
 import time
+from datetime import UTC
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -23,6 +25,9 @@ Phase = Literal["submit", "poll", "download"]
 #: A Retry-After beyond this many seconds is treated as this many: a bogus or hostile value
 #: must not park a batch for a day.
 RETRY_AFTER_CAP = 600.0
+
+# Delta-seconds as servers send it; fractions are accepted for sub-second (scaled) clocks.
+_DELTA = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def backoff_delay(
@@ -63,15 +68,17 @@ def parse_retry_after(
     text = value.strip()
     if not text:
         return None
-    try:
+    # Not float(text): it would also take "1_000", "inf" and "nan".
+    if _DELTA.fullmatch(text):
         seconds = float(text)
-    except ValueError:
+    else:
         try:
             when = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            return None
+            # The asctime form carries no zone; HTTP dates are always GMT.
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if math.isnan(seconds) or seconds == math.inf:
         return None

@@ -156,6 +156,7 @@ class Emulator:
 
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_get("/cdn/{provider}/{name}", self._cdn)
+        app.router.add_get("/_emulator/stats", self._stats)
         pixazo.add_routes(app, self)
         return app
 
@@ -303,6 +304,21 @@ class Emulator:
         self.provider_stats(job.provider).served[job.request_id] = hashlib.sha256(data).hexdigest()
         return data, CONTENT_TYPES[fmt]
 
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per-provider counters, as served by ``GET /_emulator/stats``."""
+        return {
+            name: {
+                "requests": s.requests, "submits": s.submits, "accepted": s.accepted,
+                "polls": s.polls, "downloads": s.downloads, "rate_limited": s.rate_limited,
+                "duplicate_submissions": s.duplicate_submissions,
+                "errors": {str(k): v for k, v in sorted(s.errors.items())},
+            }
+            for name, s in sorted(self.stats.items())
+        }
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.summary())
+
     # -- the CDN -----------------------------------------------------------------------------
 
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
@@ -314,7 +330,9 @@ class Emulator:
             return web.Response(status=404, text="Not Found")
         stats = self.provider_stats(provider)
         stats.downloads += 1
-        data, content_type = self.render(job)
+        # Rendered off the event loop, so that the stamps the rate limit is judged by are not
+        # delayed by the CDN's CPU work.
+        data, content_type = await anyio.to_thread.run_sync(self.render, job)
         return web.Response(body=data, content_type=content_type)
 
 

@@ -68,6 +68,14 @@ class ModelSpec:
 
 _CORE_FIELDS = frozenset({"id", "provider", "model", "task", "prompt", "output_format", "options"})
 
+#: Fields that only mean something for some tasks.
+_TASK_FIELDS: Mapping[str, frozenset[Task]] = {
+    "audio": frozenset({Task.AUDIO_TO_AUDIO, Task.INPAINT}),
+    "strength": frozenset({Task.AUDIO_TO_AUDIO}),
+    "mask_start": frozenset({Task.INPAINT}),
+    "mask_end": frozenset({Task.INPAINT}),
+}
+
 
 def check_job(job: Job, spec: ModelSpec, *, provider: str, reserved: frozenset[str]) -> list[JobIssue]:
     """Every reason ``spec`` cannot run ``job``, each naming the field.
@@ -89,9 +97,14 @@ def check_job(job: Job, spec: ModelSpec, *, provider: str, reserved: frozenset[s
         refuse("output_format", f"{job.output_format!r} not one of {', '.join(sorted(spec.formats))}")
     allowed = _CORE_FIELDS | spec.fields | spec.ranges.keys()
     for name, value in job:
-        if value is None or name in allowed:
+        if value is None:
             continue
-        refuse(name, f"not supported by {provider} for {job.task}")
+        if name not in allowed:
+            refuse(name, f"not supported by {provider} for {job.task}")
+        elif name in _TASK_FIELDS and job.task not in _TASK_FIELDS[name]:
+            # Silently dropping it would run a different job than the one asked for.
+            used_by = " and ".join(sorted(_TASK_FIELDS[name]))
+            refuse(name, f"only used by {used_by}, not by {job.task}")
     for name, limits in spec.ranges.items():
         value = getattr(job, name)
         if value is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import JobIssue, ProviderUnavailableError
@@ -64,11 +64,8 @@ class PixazoAdapter(Adapter):
 
     @classmethod
     def check(cls, job: Job, spec: ModelSpec) -> list[JobIssue]:
-        """Apply the model's ranges; ``strength`` is only meaningful for audio-to-audio."""
-        issues = check_job(job, spec, provider=cls.name, reserved=_RESERVED)
-        if job.strength is not None and job.task is Task.TEXT_TO_AUDIO:
-            issues.append(JobIssue("only used by audio-to-audio", job_id=job.id, field="strength"))
-        return issues
+        """Apply the model's ranges; ``options`` may not override a mapped body key."""
+        return check_job(job, spec, provider=cls.name, reserved=_RESERVED)
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -108,7 +105,8 @@ class PixazoAdapter(Adapter):
                 "submit reply has no request_id", provider=self.name, status=reply.status
             )
         polling_url = data.get("polling_url")
-        if not isinstance(polling_url, str) or not polling_url:
+        # The key goes with every poll, so only ever to the gateway we submitted to.
+        if not isinstance(polling_url, str) or _origin(polling_url) != _origin(self.base_url):
             polling_url = f"{self.base_url}/v2/requests/status/{quote(request_id, safe='')}"
         return RemoteHandle(request_id, polling_url, self._status(data, request_id))
 
@@ -159,6 +157,11 @@ class PixazoAdapter(Adapter):
         raise ProviderUnavailableError(
             f"unknown status {word or 'missing'!r}", provider=self.name, request_id=request_id
         )
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _audio_from_output(output: Any) -> tuple[AudioSource, ...]:

@@ -1,0 +1,75 @@
+"""Command-line pieces that need no server: secret redaction, the emulator command, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from stableaudio_async.cli import REDACTED, SecretRedactor, main
+
+
+def test_redactor_blanks_secret_values_everywhere() -> None:
+    """A known key is blanked inside strings, nested mappings and lists, tracebacks included."""
+    redact = SecretRedactor(["sk-live-abcdef123"])
+    event = redact(None, "info", {
+        "event": "job.failed",
+        "error": "HTTP 401 for key sk-live-abcdef123 (provider=pixazo)",
+        "nested": {"headers": ["Bearer sk-live-abcdef123"]},
+        "exception": "Traceback ... sk-live-abcdef123 ...",
+        "count": 3,
+    })
+    assert "sk-live-abcdef123" not in json.dumps(event)
+    assert event["error"] == f"HTTP 401 for key {REDACTED} (provider=pixazo)"
+    assert event["count"] == 3
+
+
+def test_redactor_blanks_fields_named_like_secrets() -> None:
+    """Fields such as api_key or Authorization are blanked whatever they hold."""
+    event = SecretRedactor([])(None, "info", {"event": "x", "api_key": "anything",
+                                              "Authorization": "Key abc", "job_id": "j1"})
+    assert event["api_key"] == event["Authorization"] == REDACTED
+    assert event["job_id"] == "j1"
+
+
+def test_redactor_ignores_trivially_short_secrets() -> None:
+    """A one- or two-character 'key' would blank every word containing it; it is skipped."""
+    event = SecretRedactor(["a"])(None, "info", {"event": "a cat"})
+    assert event["event"] == "a cat"
+
+
+def test_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A broken --config file is reported with its path and exit code 2."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[providers.pixazo]\nmax_in_flight = 0\n")
+    batch = tmp_path / "b.jsonl"
+    batch.write_text('{"provider": "pixazo", "prompt": "x"}\n')
+    assert main(["run", str(batch), "--config", str(bad), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "max_in_flight" in err and str(bad) in err
+
+
+@pytest.mark.anyio
+async def test_emulator_command_serves_until_stopped() -> None:
+    """`stableaudio-async emulator --port 0` prints its URL and answers Pixazo requests."""
+    import aiohttp
+
+    async with await anyio.open_process(
+            [sys.executable, "-m", "stableaudio_async", "emulator", "--port", "0",
+             "--time-scale", "0.01"]) as process:
+        assert process.stdout is not None
+        line = b""
+        with anyio.fail_after(20):
+            while b"\n" not in line:
+                line += await process.stdout.receive()
+        url = line.decode().split("listening on ")[1].split()[0]
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{url}/v2/requests/status/nope",
+                headers={"Ocp-Apim-Subscription-Key": "emulator-key"}) as reply:
+            assert reply.status == 404
+            assert (await reply.json())["message"] == "Request not found"
+        process.terminate()
+        await process.wait()

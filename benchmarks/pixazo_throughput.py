@@ -46,7 +46,7 @@ async def main(jobs: int, requests: int, period: float, time_scale: float) -> di
             # An unstarted emulator object only derives the client settings for that URL.
             shadow = Emulator(config)
             shadow.port = int(url.rsplit(":", 1)[1])
-            settings = shadow.client_settings(min_margin=float(os.environ.get("MIN_MARGIN", "0.02")))
+            settings = shadow.client_settings()
             settings = settings.model_copy(update={"providers": {"pixazo": settings.providers[
                 "pixazo"].model_copy(update={"max_in_flight": 256})}})
             batch = [Job(provider="pixazo", prompt=f"bench {i}", seed=i, duration=1)
@@ -86,7 +86,7 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--period", type=float, default=10.0)
-    parser.add_argument("--time-scale", type=float, default=0.05)
+    parser.add_argument("--time-scale", type=float, default=0.2)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(json.dumps(anyio.run(main, args.jobs, args.requests, args.period, args.time_scale)))

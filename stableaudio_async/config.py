@@ -139,8 +139,9 @@ DEFAULTS: dict[str, Any] = {
         "pixazo": {
             "base_url": "https://gateway.pixazo.ai",
             "api_key_env": "PIXAZO_API_KEY",
-            # Pixazo publishes no limit; its gateway counts every call, polls included.
-            "rate_limit": {"requests": 10, "period": 1.0, "counts": "all"},
+            # Pixazo publishes no limit; its gateway counts every call, polls included. The
+            # margin (100 ms on a 1 s window) covers network jitter between send and count.
+            "rate_limit": {"requests": 10, "period": 1.0, "counts": "all", "margin": 0.1},
             "max_in_flight": 16,
             # The documentation suggests polling every 5 to 10 seconds.
             "poll": {"initial": 5.0, "max": 10.0, "factor": 1.5, "timeout": 600.0},

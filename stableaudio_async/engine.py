@@ -33,7 +33,7 @@ from stableaudio_async.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from stableaudio_async.http import send
+from stableaudio_async.http import send, send_tracing
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import (
     Failed,
@@ -48,7 +48,7 @@ from stableaudio_async.models import (
 )
 from stableaudio_async.polling import poll_until_done
 from stableaudio_async.providers import Adapter, adapter_class
-from stableaudio_async.ratelimit import RateLimiter
+from stableaudio_async.ratelimit import RateLimiter, slot
 from stableaudio_async.retry import Phase, backoff_delay, should_retry
 
 __all__ = ["Engine", "ProviderProgress"]
@@ -205,7 +205,8 @@ class Engine:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         # The limiters decide how many requests go out; the pool must not add its own cap.
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
+                                              trace_configs=[send_tracing()])
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         return self
@@ -349,19 +350,22 @@ class Engine:
         self,
         phase: Phase,
         policy: RetryPolicy,
-        operation: Callable[[], Awaitable[T]],
+        operation: Callable[[Callable[[], None]], Awaitable[T]],
         *,
         provider: _Provider,
         bound: structlog.typing.FilteringBoundLogger,
         limiter: RateLimiter | None = None,
     ) -> T:
-        """Run ``operation``, retrying what :func:`should_retry` allows for ``phase``."""
+        """Run ``operation``, retrying what :func:`should_retry` allows for ``phase``.
+
+        With a ``limiter``, each attempt first takes a slot, and ``operation`` gets the
+        callback to call when its request is on the wire (see :meth:`RateLimiter.request`).
+        """
         attempt = 0
         while True:
-            if limiter is not None:
-                await limiter.acquire()
             try:
-                return await operation()
+                async with slot(limiter) as sent:
+                    return await operation(sent)
             except ProviderError as exc:
                 attempt += 1
                 if attempt >= policy.attempts or not should_retry(phase, exc):
@@ -389,10 +393,10 @@ class Engine:
         session = self._session
         request = provider.adapter.submit_request(job)
 
-        async def attempt() -> RemoteHandle:
+        async def attempt(on_sent: Callable[[], None]) -> RemoteHandle:
             run.attempts += 1
             reply = await send(session, request, provider=provider.name,
-                               total_timeout=provider.settings.request_timeout)
+                               total_timeout=provider.settings.request_timeout, on_sent=on_sent)
             handle = provider.adapter.parse_submit(reply)
             run.request_id = handle.request_id
             return handle
@@ -443,7 +447,7 @@ class Engine:
         download = self.settings.download
         headers = provider.adapter.download_headers(getattr(source, "url", ""))
 
-        async def attempt() -> WrittenFile:
+        async def attempt(on_sent: Callable[[], None]) -> WrittenFile:
             return await fetch_audio(session, source, dest, provider=provider.name,
                                      headers=headers, chunk_size=download.chunk_size,
                                      total_timeout=download.timeout)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 
 from stableaudio_async.errors import ProviderError, ProviderUnavailableError
 
-__all__ = ["HttpReply", "HttpRequest", "send", "translate_errors"]
+__all__ = ["HttpReply", "HttpRequest", "send", "send_tracing", "translate_errors"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +67,36 @@ def translate_errors(provider: str, *, what: str = "request") -> Iterator[None]:
         raise ProviderUnavailableError(f"{what} failed: {detail}", provider=provider) from exc
 
 
+def send_tracing() -> aiohttp.TraceConfig:
+    """A trace config that calls a request's ``on_sent`` callback once its headers are written."""
+
+    async def headers_sent(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        callback = getattr(context.trace_request_ctx, "on_sent", None)
+        if callback is not None:
+            callback()
+
+    config = aiohttp.TraceConfig()
+    config.on_request_headers_sent.append(headers_sent)
+    return config
+
+
 async def send(
-    session: aiohttp.ClientSession, request: HttpRequest, *, provider: str, total_timeout: float
+    session: aiohttp.ClientSession,
+    request: HttpRequest,
+    *,
+    provider: str,
+    total_timeout: float,
+    on_sent: Callable[[], None] | None = None,
 ) -> HttpReply:
-    """Send ``request`` and read the whole reply (provider API replies are small)."""
+    """Send ``request`` and read the whole reply (provider API replies are small).
+
+    ``on_sent`` is called when the request's headers are on the wire, if ``session`` was made
+    with :func:`send_tracing`.
+    """
     with translate_errors(provider, what=f"{request.method} {request.url}"):
         async with session.request(
             request.method,
@@ -78,6 +105,7 @@ async def send(
             json=request.json,
             timeout=aiohttp.ClientTimeout(total=total_timeout),
             allow_redirects=False,
+            trace_request_ctx=SimpleNamespace(on_sent=on_sent),
         ) as response:
             body = await response.read()
             headers = {k.lower(): v for k, v in response.headers.items()}

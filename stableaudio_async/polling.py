@@ -14,7 +14,7 @@ from stableaudio_async.errors import DeadlineExceededError, ProviderError, RateL
 from stableaudio_async.http import send
 from stableaudio_async.models import Failed, RemoteHandle, RemoteStatus, Succeeded
 from stableaudio_async.providers.base import Adapter
-from stableaudio_async.ratelimit import RateLimiter
+from stableaudio_async.ratelimit import RateLimiter, slot
 from stableaudio_async.retry import backoff_delay, should_retry
 
 __all__ = ["poll_until_done"]
@@ -56,11 +56,10 @@ async def poll_until_done(
         # The last poll happens at the deadline rather than after it.
         await anyio.sleep(min(delay, deadline - now))
         attempt += 1
-        if limiter is not None:
-            await limiter.acquire()
         try:
-            reply = await send(session, adapter.poll_request(handle), provider=adapter.name,
-                               total_timeout=request_timeout)
+            async with slot(limiter) as sent:
+                reply = await send(session, adapter.poll_request(handle), provider=adapter.name,
+                                   total_timeout=request_timeout, on_sent=sent)
             status = adapter.parse_poll(reply, handle)
         except ProviderError as exc:
             exc.with_context(job_id=job_id, request_id=handle.request_id)

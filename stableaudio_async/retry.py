@@ -7,8 +7,8 @@ import math
 import random
 import re
 import time
-from datetime import UTC
 from collections.abc import Callable, Mapping
+from datetime import UTC
 from typing import Literal
 
 from stableaudio_async.errors import (

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from conftest import TEST_KEY, fast_config, write_settings
+
 from stableaudio_async.emulator import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +40,7 @@ async def test_two_hundred_jobs_through_the_cli(tmp_path: Path) -> None:
                  "output_format": "wav" if i % 4 == 0 else "mp3"} for i in range(200)]
         batch = write_jsonl(tmp_path / "batch.jsonl", rows)
         out = tmp_path / "out"
-        code, stdout, stderr = await run_cli(
+        code, _, stderr = await run_cli(
             "run", str(batch), "--out", str(out), "--config", str(config),
             "--log-format", "json", "--log-level", "debug",
             env={"PIXAZO_API_KEY": TEST_KEY})
@@ -108,7 +108,7 @@ async def test_invalid_batch_exits_2_and_sends_nothing(tmp_path: Path) -> None:
             '{"provider": "pixazo", "prompt": "broken"',
             {"provider": "pixazo", "prompt": "fine too", "duration": 6},
         ])
-        code, stdout, stderr = await run_cli(
+        code, _, stderr = await run_cli(
             "run", str(batch), "--out", str(tmp_path / "out"), "--config", str(config),
             env={"PIXAZO_API_KEY": TEST_KEY})
         requests = emu.stats.get("pixazo")
@@ -124,7 +124,7 @@ async def test_invalid_batch_exits_2_and_sends_nothing(tmp_path: Path) -> None:
         {"provider": "pixazo", "prompt": "too long", "duration": 500},
         {"provider": "nosuch", "prompt": "who"},
     ])
-    code, stdout, stderr = await run_cli(
+    code, _, stderr = await run_cli(
         "run", str(batch), "--out", str(tmp_path / "out"), "--config", str(config),
         env={"PIXAZO_API_KEY": TEST_KEY})
     assert code == 2

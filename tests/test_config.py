@@ -48,7 +48,7 @@ def test_defaults_configure_pixazo() -> None:
     assert pixazo.base_url == "https://gateway.pixazo.ai"
     assert pixazo.api_key_env == "PIXAZO_API_KEY"
     assert pixazo.max_in_flight == 16
-    assert pixazo.rate_limit == RateLimit(requests=10, period=1.0, counts="all")
+    assert pixazo.rate_limit == RateLimit(requests=10, period=1.0, counts="all", margin=0.1)
     assert pixazo.poll == PollPolicy(initial=5.0, max=10.0, factor=1.5, timeout=600.0)
     assert pixazo.retry == RetryPolicy()
 

@@ -7,8 +7,8 @@ import base64
 import aiohttp
 import anyio
 import pytest
-
 from conftest import TEST_KEY, fast_config
+
 from stableaudio_async.emulator import EmulatedLimit, Emulator
 
 pytestmark = pytest.mark.anyio

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import TEST_KEY, fast_config
 from structlog.testing import capture_logs
 
-from conftest import TEST_KEY, fast_config
 from stableaudio_async import (
     ConfigError,
     Engine,
@@ -50,8 +50,8 @@ async def test_results_stream_and_manifest(emulator: Emulator, settings, env, tm
 
 async def test_failed_jobs_do_not_cancel_the_batch(emulator: Emulator, settings, env, tmp_path) -> None:
     """FAILED and ERROR jobs end failed with the provider's reason; the others complete."""
-    batch = jobs(6) + [Job(provider="pixazo", prompt="x emulator:fail", duration=1),
-                       Job(provider="pixazo", prompt="y emulator:error", duration=1)]
+    batch = [*jobs(6), Job(provider="pixazo", prompt="x emulator:fail", duration=1),
+             Job(provider="pixazo", prompt="y emulator:error", duration=1)]
     async with Engine(settings, out_dir=tmp_path, env=env) as engine:
         results = {r.id: r async for r in engine.run(batch)}
     failed = [r for r in results.values() if not r.ok]
@@ -160,8 +160,7 @@ async def test_leaving_the_loop_early_cancels_the_rest(tmp_path: Path, env) -> N
         async with Engine(settings, out_dir=tmp_path, env=env) as engine:
             quick = Job(provider="pixazo", prompt="quick", duration=1, options={"sync_mode": True})
             async with aclosing(engine.run([quick, *jobs(5)])) as results:
-                async for first in results:
-                    break
+                first = await anext(results)
             accepted = emu.stats["pixazo"].accepted
             await anyio.sleep(0.2)
             assert emu.stats["pixazo"].polls <= accepted * 20

@@ -187,7 +187,7 @@ class Emulator:
         return f"http://{self.host}:{self.port}"
 
     def client_settings(self, base: Settings | None = None, *, margin: float = 0.05,
-                        min_margin: float = 0.02, poll_timeout: float = 600.0) -> Settings:
+                        min_margin: float = 0.05, poll_timeout: float = 600.0) -> Settings:
         """Settings that point every provider at this emulator, on its time scale.
 
         Rate limits and poll intervals are the emulator's own, scaled to real seconds, so

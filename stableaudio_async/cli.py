@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import anyio
 import structlog
+from anyio.from_thread import start_blocking_portal
 from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
@@ -209,18 +210,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = EmulatorConfig(time_scale=args.time_scale)
     base = load_settings(args.config)
 
-    async def main() -> int:
-        async with Emulator(config) as emu:
+    # The emulator serves from a thread of its own (as a separate process would), and the
+    # batch runs here in the main thread, where Ctrl-C lands.
+    with start_blocking_portal() as portal:
+        emu = Emulator(config)
+        portal.call(emu.start)
+        try:
             settings = emu.client_settings(base)
             env = {p.api_key_env: config.api_key for p in settings.providers.values()}
             print(f"emulator listening on {emu.url} (time scale {config.time_scale})",
                   file=sys.stderr)
-            # The batch runs in a worker thread with its own event loop, so that the emulator
-            # keeps serving on this one exactly as a separate process would.
-            return await anyio.to_thread.run_sync(
-                lambda: _execute(settings, jobs, Path(args.out), args, env))
-
-    return anyio.run(main)
+            return _execute(settings, jobs, Path(args.out), args, env)
+        finally:
+            portal.call(emu.stop)
 
 
 def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:

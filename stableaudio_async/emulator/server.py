@@ -169,7 +169,9 @@ class Emulator:
 
     async def start(self) -> None:
         """Start serving on ``host:port`` (port 0 picks a free one; see :attr:`url`)."""
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # A short shutdown: held (synchronous) requests are abandoned, as a killed server would.
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()

@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.table import Table
 
 from stableaudio_async import __version__
-from stableaudio_async.batch import LocatedJob, check_jobs, load_batch
+from stableaudio_async.batch import LocatedJob, load_batch
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.emulator import Emulator, EmulatorConfig
 from stableaudio_async.engine import Engine, ProviderProgress
@@ -147,7 +147,7 @@ async def _run_batch(
     started = time.monotonic()
     results: list[JobResult] = []
     async with Engine(settings, out_dir=out_dir, env=env) as engine:
-        engine.prepare(jobs)
+        engine.prepare(jobs)  # the whole batch and every key it needs, before any request
         if live:
             with Live(_progress_table({}, 0.0), console=console, refresh_per_second=4,
                       transient=False) as display:
@@ -183,9 +183,6 @@ def _execute(
     level = logging.WARNING if live and args.log_level == "info" else _LEVELS[args.log_level]
     configure_logging(fmt=args.log_format, level=level,
                       secrets=_known_secrets(settings, env), stream=sys.stderr)
-    issues = check_jobs(jobs, settings)
-    if issues:
-        raise InvalidBatchError(issues)
     return anyio.run(lambda: _run_batch(settings, jobs, out_dir, env=env, console=console,
                                         live=live))
 

@@ -39,7 +39,8 @@ class RateLimit(_Frozen):
 
     ``counts`` says what the provider counts: only job submissions, or every request (polls
     too). ``margin`` is a fraction of ``period`` added to every window, because the provider
-    counts requests when they arrive and we can only stamp them when we send them. ``burst``
+    counts requests when they arrive and we can only stamp them when we send them (at least
+    ``min_margin`` seconds). ``burst``
     is how many requests may leave at once; after it they are spread evenly over the window
     (default: a tenth of ``requests``), which keeps a provider's queueing delay from pushing
     one window's requests into the next.
@@ -49,13 +50,24 @@ class RateLimit(_Frozen):
     period: float = Field(gt=0)
     counts: Literal["submits", "all"] = "submits"
     margin: float = Field(default=0.02, ge=0, le=1)
+    #: The margin's floor in seconds: network and server-side jitter do not shrink with the
+    #: window, and a short window's proportional margin would be too thin to absorb them.
+    min_margin: float = Field(default=0.1, ge=0)
     burst: int | None = Field(default=None, ge=1)
+    #: Seconds the provider locks the key out after a 429 (Stability: 60); every request in
+    #: that time is refused, so the whole provider pauses this long instead of retrying.
+    lockout: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _burst_within_limit(self) -> RateLimit:
         if self.burst is not None and self.burst > self.requests:
             raise ValueError("rate_limit.burst must not exceed rate_limit.requests")
         return self
+
+    @property
+    def window(self) -> float:
+        """The window the engine keeps: ``period`` plus the larger of the two margins."""
+        return self.period + max(self.period * self.margin, self.min_margin)
 
     @property
     def effective_burst(self) -> int:
@@ -139,12 +151,22 @@ DEFAULTS: dict[str, Any] = {
         "pixazo": {
             "base_url": "https://gateway.pixazo.ai",
             "api_key_env": "PIXAZO_API_KEY",
-            # Pixazo publishes no limit; its gateway counts every call, polls included. The
-            # margin (100 ms on a 1 s window) covers network jitter between send and count.
-            "rate_limit": {"requests": 10, "period": 1.0, "counts": "all", "margin": 0.1},
+            # Pixazo publishes no limit; its gateway counts every call, polls included.
+            "rate_limit": {"requests": 10, "period": 1.0, "counts": "all"},
             "max_in_flight": 16,
             # The documentation suggests polling every 5 to 10 seconds.
             "poll": {"initial": 5.0, "max": 10.0, "factor": 1.5, "timeout": 600.0},
+        },
+        "stability": {
+            "base_url": "https://api.stability.ai",
+            "api_key_env": "STABILITY_API_KEY",
+            # 150 requests in any 10 s, then the key is locked out for 60 s. The 2 % margin
+            # (200 ms) covers the network between our send and Stability's count.
+            "rate_limit": {"requests": 150, "period": 10.0, "counts": "submits",
+                           "margin": 0.02, "lockout": 60.0},
+            # Generation happens inside the request: every job in flight is a held connection.
+            "max_in_flight": 150,
+            "request_timeout": 600.0,
         },
     },
 }

@@ -26,7 +26,7 @@ from stableaudio_async.errors import DownloadError, ProviderUnavailableError
 from stableaudio_async.http import translate_errors
 from stableaudio_async.models import AudioSource, InlineAudio
 
-__all__ = ["AtomicWriter", "WrittenFile", "decode_data_uri", "fetch_audio"]
+__all__ = ["AtomicWriter", "WrittenFile", "decode_data_uri", "fetch_audio", "write_body"]
 
 TEMP_SUFFIX = ".part"
 
@@ -161,22 +161,40 @@ async def fetch_audio(
                         f"CDN answered HTTP {response.status} for {source.url}",
                         provider=provider, status=response.status,
                     )
-                encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-                expected = None if encoded else response.content_length
-                content_type = source.content_type or response.headers.get("Content-Type")
-                async with AtomicWriter(dest, content_type=content_type) as writer:
-                    async for chunk in response.content.iter_chunked(chunk_size):
-                        await writer.write(chunk)
-                    if expected is not None and writer.size != expected:
-                        raise DownloadError(
-                            f"truncated download: {writer.size} of {expected} bytes from "
-                            f"{source.url}", provider=provider,
-                        )
-                    if writer.size == 0:
-                        raise DownloadError(f"empty body from {source.url}", provider=provider)
-                    return await writer.commit()
+                return await write_body(response, dest, provider=provider,
+                                        chunk_size=chunk_size,
+                                        content_type=source.content_type)
     except ProviderUnavailableError as exc:
         raise DownloadError(exc.message, provider=provider, status=exc.status) from exc
     except OSError as exc:
         raise DownloadError(f"cannot write {dest}: {exc.strerror or exc}", provider=provider,
                             status=None) from exc
+
+
+async def write_body(
+    response: aiohttp.ClientResponse,
+    dest: Path,
+    *,
+    provider: str,
+    chunk_size: int = 256 * 1024,
+    content_type: str | None = None,
+) -> WrittenFile:
+    """Stream a reply's body to ``dest`` atomically, checking it against Content-Length.
+
+    Memory stays at one chunk whatever the body's size. Raises :class:`DownloadError` for a
+    short or empty body; transfer errors surface as aiohttp's (the caller translates them).
+    """
+    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+    expected = None if encoded else response.content_length
+    content_type = content_type or response.headers.get("Content-Type")
+    async with AtomicWriter(dest, content_type=content_type) as writer:
+        async for chunk in response.content.iter_chunked(chunk_size):
+            await writer.write(chunk)
+        if expected is not None and writer.size != expected:
+            raise DownloadError(
+                f"truncated body: {writer.size} of {expected} bytes from {response.url}",
+                provider=provider,
+            )
+        if writer.size == 0:
+            raise DownloadError(f"empty body from {response.url}", provider=provider)
+        return await writer.commit()

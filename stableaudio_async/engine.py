@@ -23,17 +23,20 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from stableaudio_async.batch import LocatedJob, check_jobs
 from stableaudio_async.config import ProviderSettings, RetryPolicy, Settings
-from stableaudio_async.download import WrittenFile, fetch_audio
+from stableaudio_async.download import WrittenFile, fetch_audio, write_body
 from stableaudio_async.errors import (
+    AuthenticationError,
     ConfigError,
+    ContentRejectedError,
     DownloadError,
+    InsufficientBalanceError,
     InvalidBatchError,
     JobFailedError,
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
 )
-from stableaudio_async.http import send, send_tracing
+from stableaudio_async.http import open_reply, read_reply, send, send_tracing
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import (
     Failed,
@@ -91,11 +94,38 @@ class _Provider:
         limit = settings.rate_limit
         self.limiter = (
             RateLimiter(limit.requests, limit.period, margin=limit.margin,
-                        burst=limit.effective_burst) if limit else None
+                        min_margin=limit.min_margin, burst=limit.effective_burst)
+            if limit else None
         )
         self.poll_limiter = self.limiter if limit and limit.counts == "all" else None
         self.slots = anyio.CapacityLimiter(settings.max_in_flight)
         self.counts = _Counts()
+        #: The error that stopped all submissions to this provider (a refused key, no credit).
+        self.stopped: ProviderError | None = None
+
+    def check_open(self) -> None:
+        """Raise, without sending anything, once the provider has been stopped."""
+        if self.stopped is not None:
+            error = type(self.stopped)(
+                f"not sent: {self.name} was stopped by {self.stopped.message}",
+                provider=self.name, status=self.stopped.status)
+            raise error
+
+    def stop(self, error: ProviderError, bound: structlog.typing.FilteringBoundLogger) -> None:
+        """Stop all further submissions: a wrong key or an empty account fails every job."""
+        if self.stopped is None:
+            self.stopped = error
+            bound.error("provider.stopped", reason=error.message, http_status=error.status,
+                        hint=f"check {self.settings.api_key_env} and the account; "
+                             "other providers carry on")
+
+    def pause_for(self, error: RateLimitedError) -> float | None:
+        """How long the whole provider must hold off after a 429: its lockout, else Retry-After."""
+        limit = self.settings.rate_limit
+        lockout = limit.lockout if limit is not None else None
+        if lockout is not None:
+            return max(lockout, error.retry_after or 0.0)
+        return error.retry_after
 
     def progress(self) -> ProviderProgress:
         c = self.counts
@@ -118,6 +148,7 @@ class _JobRun:
         self.started = started
         self.seed = seed
         self.request_id: str | None = None
+        self.finish_reason: str | None = None
         self.attempts = 0
         self.marks: dict[str, float] = {}
         self.counter = "waiting"
@@ -148,6 +179,7 @@ class _JobRun:
         status: JobStatus,
         *,
         written: WrittenFile | None = None,
+        price: tuple[float, str] | None = None,
         error: str | None = None,
         error_type: str | None = None,
         http_status: int | None = None,
@@ -158,8 +190,10 @@ class _JobRun:
             sha256=written.sha256 if written else None,
             bytes=written.size if written else None,
             content_type=written.content_type if written else None,
-            request_id=self.request_id, seed=self.seed, attempts=self.attempts,
-            timings=self.timings(), error=error, error_type=error_type, http_status=http_status,
+            request_id=self.request_id, seed=self.seed, finish_reason=self.finish_reason,
+            cost=price[0] if price else None, cost_unit=price[1] if price else None,
+            attempts=self.attempts, timings=self.timings(), error=error,
+            error_type=error_type, http_status=http_status,
         )
 
 
@@ -306,32 +340,39 @@ class Engine:
         provider = self._providers[job.provider]
         run = _JobRun(provider.counts, started=anyio.current_time(), seed=job.seed)
         bound = log.bind(job_id=job.id, provider=job.provider)
+        price = provider.adapter.cost(job)
         try:
-            async with provider.slots:
-                handle = await self._submit(provider, job, run, bound)
-                bound = bound.bind(request_id=handle.request_id)
-                run.move("queued")
-                final = handle.status
-                if not isinstance(final, Succeeded | Failed):
+            if provider.adapter.synchronous:
+                # The connection is held for the whole generation, download included.
+                async with provider.slots:
+                    provider.check_open()
+                    written = await self._generate(provider, job, run, bound)
+            else:
+                # The slot is the provider's: it is free again once the job is final, and the
+                # download proceeds without it.
+                async with provider.slots:
+                    provider.check_open()
+                    handle = await self._submit(provider, job, run, bound)
+                    bound = bound.bind(request_id=handle.request_id)
+                    run.move("queued")
                     final = await self._follow(provider, job, handle, run, bound)
-                run.marks["done"] = anyio.current_time()
-            if isinstance(final, Failed):
-                error = JobFailedError(final.reason, provider=job.provider, job_id=job.id,
-                                       request_id=handle.request_id)
-                error.charged = final.charged
-                raise error
-            if final.seed is not None:
-                run.seed = final.seed
-            run.move("downloading")
-            run.marks["download"] = anyio.current_time()
-            written = await self._download(provider, job, final, handle.request_id, bound)
+                    run.marks["done"] = anyio.current_time()
+                accepted = self._accept(provider, job, run, final)
+                run.move("downloading")
+                run.marks["download"] = anyio.current_time()
+                written = await self._download(provider, job, accepted, handle.request_id, bound)
         except ProviderError as exc:
             exc.with_context(job_id=job.id, request_id=run.request_id)
+            if isinstance(exc, AuthenticationError | InsufficientBalanceError):
+                provider.stop(exc, bound)
             run.move("failed")
             bound.warning("job.failed", error=str(exc), error_type=type(exc).__name__,
                           http_status=exc.status)
+            charged = isinstance(exc, JobFailedError) and exc.charged \
+                and not provider.adapter.free_failures
             result = run.result(job, JobStatus.FAILED, error=exc.message,
-                                error_type=type(exc).__name__, http_status=exc.status)
+                                error_type=type(exc).__name__, http_status=exc.status,
+                                price=price if charged or price is None else (0.0, price[1]))
         except Exception as exc:  # a bug must fail its job, not the batch
             run.move("failed")
             bound.exception("job.crashed")
@@ -340,11 +381,35 @@ class Engine:
                                 error_type="InternalError")
         else:
             run.move("completed")
-            result = run.result(job, JobStatus.COMPLETED, written=written)
+            result = run.result(job, JobStatus.COMPLETED, written=written, price=price)
             bound.info("job.completed", path=str(written.path), bytes=written.size,
                        seconds=round(result.timings.total, 3))
         await self._manifest.append(result)
         return result
+
+    def _accept(
+        self, provider: _Provider, job: Job, run: _JobRun, final: RemoteStatus
+    ) -> Succeeded:
+        """A final status as audio to keep, or the job's failure."""
+        if isinstance(final, Failed):
+            error = JobFailedError(final.reason, provider=provider.name, job_id=job.id,
+                                   request_id=run.request_id)
+            error.charged = final.charged
+            raise error
+        if not isinstance(final, Succeeded):
+            raise ProviderUnavailableError(f"no final status ({type(final).__name__.lower()})",
+                                           provider=provider.name, request_id=run.request_id)
+        if final.seed is not None:
+            run.seed = final.seed
+        self._check_finish(provider, run, final.finish_reason)
+        return final
+
+    def _check_finish(self, provider: _Provider, run: _JobRun, finish_reason: str | None) -> None:
+        run.finish_reason = finish_reason
+        if finish_reason is not None and finish_reason.upper() != "SUCCESS":
+            # e.g. CONTENT_FILTERED: the provider answered, but not with the audio asked for.
+            raise ContentRejectedError(f"finish reason {finish_reason}", provider=provider.name,
+                                       request_id=run.request_id)
 
     async def _retrying(
         self,
@@ -368,16 +433,20 @@ class Engine:
                     return await operation(sent)
             except ProviderError as exc:
                 attempt += 1
-                if attempt >= policy.attempts or not should_retry(phase, exc):
+                retryable = should_retry(phase, exc,
+                                         free_failures=provider.adapter.free_failures)
+                if attempt >= policy.attempts or not retryable:
                     raise
                 wait = backoff_delay(attempt - 1, initial=policy.initial, maximum=policy.max,
                                      factor=policy.factor, jitter=0.5, rand=self._rand)
-                if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-                    wait = exc.retry_after
+                pause = provider.pause_for(exc) if isinstance(exc, RateLimitedError) else None
+                if pause is not None:
+                    wait = pause
                     if provider.limiter is not None:
-                        # A Retry-After speaks for the whole provider, not just this job.
-                        provider.limiter.pause(wait)
-                        bound.warning("provider.paused", seconds=wait)
+                        # A Retry-After or a lockout speaks for the whole provider: every
+                        # request would be refused, so none is sent until it is over.
+                        provider.limiter.pause(pause)
+                        bound.warning("provider.paused", seconds=pause)
                 bound.warning(f"{phase}.retry_scheduled", attempt=attempt, wait=round(wait, 3),
                               error=str(exc))
                 await anyio.sleep(wait)
@@ -406,6 +475,55 @@ class Engine:
         bound.info("job.submitted", request_id=handle.request_id, attempts=run.attempts)
         return handle
 
+    async def _generate(
+        self,
+        provider: _Provider,
+        job: Job,
+        run: _JobRun,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> WrittenFile:
+        """A synchronous job: the submit's reply is the audio, streamed straight to disk."""
+        assert self._session is not None
+        session = self._session
+        adapter = provider.adapter
+        request = adapter.submit_request(job)
+        dest = self._destination(job)
+        chunk_size = self.settings.download.chunk_size
+
+        async def attempt(on_sent: Callable[[], None]) -> WrittenFile:
+            run.attempts += 1
+            run.marks["running"] = anyio.current_time()
+            async with open_reply(session, request, provider=provider.name,
+                                  total_timeout=provider.settings.request_timeout,
+                                  on_sent=on_sent) as response:
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                run.marks["done"] = run.marks["download"] = anyio.current_time()
+                stream = adapter.audio_stream(response.status, headers)
+                if stream is None:
+                    # JSON (base64 audio) or an error: small, read whole.
+                    handle = adapter.parse_submit(await read_reply(response))
+                    run.request_id = handle.request_id
+                    final = self._accept(provider, job, run, handle.status)
+                    return await fetch_audio(session, final.audio[0], dest,
+                                             provider=provider.name)
+                run.request_id = stream.request_id
+                if stream.seed is not None:
+                    run.seed = stream.seed
+                self._check_finish(provider, run, stream.finish_reason)
+                run.move("downloading")
+                return await write_body(response, dest, provider=provider.name,
+                                        chunk_size=chunk_size, content_type=stream.content_type)
+
+        run.move("running")
+        written = await self._retrying("submit", provider.settings.retry, attempt,
+                                       provider=provider, bound=bound, limiter=provider.limiter)
+        bound.info("job.generated", request_id=run.request_id, attempts=run.attempts,
+                   seed=run.seed)
+        return written
+
+    def _destination(self, job: Job) -> Path:
+        return self.out_dir / f"{job.id}.{_extension(job)}"
+
     async def _follow(
         self,
         provider: _Provider,
@@ -415,8 +533,10 @@ class Engine:
         bound: structlog.typing.FilteringBoundLogger,
     ) -> Succeeded | Failed:
         assert self._session is not None
-        policy = provider.settings.poll
         status: RemoteStatus = handle.status
+        if isinstance(status, Succeeded | Failed):  # final in the submit reply (sync_mode)
+            return status
+        policy = provider.settings.poll
         statuses = poll_until_done(
             self._session, provider.adapter, handle, policy=policy,
             deadline=anyio.current_time() + policy.timeout, limiter=provider.poll_limiter,
@@ -443,7 +563,7 @@ class Engine:
         assert self._session is not None
         session = self._session
         source = final.audio[0]
-        dest = self.out_dir / f"{job.id}.{_extension(job)}"
+        dest = self._destination(job)
         download = self.settings.download
         headers = provider.adapter.download_headers(getattr(source, "url", ""))
 

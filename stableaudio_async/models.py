@@ -131,6 +131,7 @@ class Succeeded:
 
     audio: tuple[AudioSource, ...]
     seed: int | None = None
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,11 @@ class JobResult(BaseModel):
     content_type: str | None = None
     request_id: str | None = None
     seed: int | None = None
+    finish_reason: str | None = None
+    #: What the job cost, in ``cost_unit`` (e.g. Stability "credits"); 0 for a failure the
+    #: provider does not bill, ``None`` where the price is not known.
+    cost: float | None = None
+    cost_unit: str | None = None
     attempts: int = 0
     timings: Timings = Field(default_factory=Timings)
     error: str | None = None

@@ -45,11 +45,12 @@ class RateLimiterStatistics:
 
 
 class RateLimiter:
-    """Grants at most ``requests`` requests in any ``period * (1 + margin)`` seconds.
+    """Grants at most ``requests`` requests in any window of ``period`` plus a margin.
 
-    ``margin`` widens the window to absorb the difference between when we send a request and
-    when the provider counts it. ``burst`` is how many requests may go at once before the
-    pacing sets in (default ``requests``: the sliding window alone).
+    The margin, ``period * margin`` but at least ``min_margin`` seconds, absorbs the
+    difference between when we send a request and when the provider counts it. ``burst`` is
+    how many requests may go at once before the pacing sets in (default ``requests``: the
+    sliding window alone).
 
     Use :meth:`request` around a send (``async with limiter.request() as sent: ...``, calling
     ``sent()`` when the request is on the wire), or :meth:`acquire` when the send follows at
@@ -62,17 +63,19 @@ class RateLimiter:
         period: float,
         *,
         margin: float = 0.0,
+        min_margin: float = 0.0,
         burst: int | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         burst = requests if burst is None else burst
         if requests < 1 or not 0 < period < math.inf or not 0 <= margin < math.inf \
-                or not 1 <= burst <= requests:
-            raise ValueError("need requests >= 1, period > 0, margin >= 0, 1 <= burst <= requests")
+                or not 0 <= min_margin < math.inf or not 1 <= burst <= requests:
+            raise ValueError("need requests >= 1, period > 0, margins >= 0, "
+                             "1 <= burst <= requests")
         self.requests = requests
         self.burst = burst
-        self.window = period * (1.0 + margin)
+        self.window = period + max(period * margin, min_margin)
         self._clock = clock or anyio.current_time
         self._sleep = sleep or anyio.sleep
         # Gate 1: the last `requests` planned slots (never decreasing) and GCRA's theoretical

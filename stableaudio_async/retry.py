@@ -101,19 +101,23 @@ def retry_after_from_headers(
     return parse_retry_after(lowered.get("retry-after"), now=now, cap=cap)
 
 
-def should_retry(phase: Phase, error: BaseException) -> bool:
+def should_retry(phase: Phase, error: BaseException, *, free_failures: bool = False) -> bool:
     """Whether ``error`` in ``phase`` may be retried without risking a second charge.
 
     A submit is repeated only when the provider provably did not accept it: a 429, a 503 from
     the gateway, or a connection that was never made. Anything after the request was sent
-    (a timeout, a reset mid-reply, another 5xx) may have started a paid job, so it is not.
-    Polls and downloads cost nothing, so every transient failure there is retried.
+    (a timeout, a reset mid-reply, another 5xx) may have started a paid job, so it is not,
+    unless the provider bills no failed generation (``free_failures``): then a 5xx *reply* is
+    a free failure and is retried, while a timeout or a reset still is not. Polls and
+    downloads cost nothing, so every transient failure there is retried.
     """
     if isinstance(error, RateLimitedError):
         return True
     if phase == "submit":
         if isinstance(error, ProviderUnavailableError):
-            return not error.sent or error.status == 503
+            if not error.sent or error.status == 503:
+                return True
+            return free_failures and error.status is not None and error.status >= 500
         return False
     if isinstance(error, ProviderUnavailableError):
         return True

@@ -26,7 +26,8 @@ def fast_config(**overrides: Any) -> EmulatorConfig:
     values: dict[str, Any] = {
         "time_scale": 0.01,
         "api_key": TEST_KEY,
-        "limits": {"pixazo": EmulatedLimit(requests=50, period=10.0, counts="all")},
+        "limits": {**EmulatorConfig().limits,
+                   "pixazo": EmulatedLimit(requests=50, period=10.0, counts="all")},
     }
     values.update(overrides)
     return EmulatorConfig(**values)

@@ -48,7 +48,7 @@ def test_defaults_configure_pixazo() -> None:
     assert pixazo.base_url == "https://gateway.pixazo.ai"
     assert pixazo.api_key_env == "PIXAZO_API_KEY"
     assert pixazo.max_in_flight == 16
-    assert pixazo.rate_limit == RateLimit(requests=10, period=1.0, counts="all", margin=0.1)
+    assert pixazo.rate_limit == RateLimit(requests=10, period=1.0, counts="all")
     assert pixazo.poll == PollPolicy(initial=5.0, max=10.0, factor=1.5, timeout=600.0)
     assert pixazo.retry == RetryPolicy()
 
@@ -90,17 +90,24 @@ def test_nested_table_is_merged_key_by_key(tmp_path: Path) -> None:
 
 
 def test_file_can_add_a_provider(tmp_path: Path) -> None:
-    """A file may add a provider next to the built-in pixazo one."""
+    """A file may add a provider (here one named for a custom gateway) next to the built-in ones."""
     path = write(
         tmp_path,
-        '[providers.stability]\nbase_url = "https://api.stability.ai"\n'
-        'api_key_env = "STABILITY_API_KEY"\n'
-        "[providers.stability.rate_limit]\nrequests = 150\nperiod = 10.0\n",
+        '[providers.gateway]\nbase_url = "https://gateway.example"\n'
+        'api_key_env = "GATEWAY_API_KEY"\n'
+        "[providers.gateway.rate_limit]\nrequests = 150\nperiod = 10.0\n",
     )
     settings = load_settings(path, env={})
-    assert sorted(settings.providers) == ["pixazo", "stability"]
-    assert settings.provider("stability").rate_limit == RateLimit(requests=150, period=10.0)
+    assert sorted(settings.providers) == ["gateway", "pixazo", "stability"]
+    assert settings.provider("gateway").rate_limit == RateLimit(requests=150, period=10.0)
     assert settings.provider("pixazo") == load_settings(env={}).provider("pixazo")
+
+
+def test_file_overrides_part_of_a_builtin_table(tmp_path: Path) -> None:
+    """Overriding one rate-limit key keeps the provider's other built-in rate-limit values."""
+    path = write(tmp_path, "[providers.stability.rate_limit]\nrequests = 100\n")
+    limit = load_settings(path, env={}).provider("stability").rate_limit
+    assert limit == RateLimit(requests=100, period=10.0, margin=0.02, lockout=60.0)
 
 
 def test_path_may_be_a_string(tmp_path: Path) -> None:
@@ -161,8 +168,8 @@ def test_env_override_does_not_leak_into_later_loads() -> None:
         pytest.param("[download]\nchunk_size = 10\n", "download.chunk_size",
                      id="download-chunk-too-small"),
         pytest.param("colour = \"blue\"\n", "colour", id="unknown-top-level-key"),
-        pytest.param("[providers.stability]\nbase_url = \"https://x\"\n",
-                     "providers.stability.api_key_env", id="new-provider-missing-key-env"),
+        pytest.param("[providers.newprovider]\nbase_url = \"https://x\"\n",
+                     "providers.newprovider.api_key_env", id="new-provider-missing-key-env"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_key_and_file(

@@ -1,8 +1,9 @@
 """The emulator's core: an aiohttp.web server that hosts each provider's contract on its real paths.
 
 It keeps what every provider needs — accepted keys, a sliding-window rate limit that answers
-429, a store of emulated jobs whose status follows a (time-scaled) clock, and a CDN serving
-deterministic audio — and counts every request, so tests can assert on what reached it.
+429 (and, for providers that have one, locks the key out after an overflow), a store of emulated
+jobs whose status follows a (time-scaled) clock, and a CDN serving deterministic audio — and
+counts every request, so tests can assert on what reached it.
 """
 
 from __future__ import annotations
@@ -53,8 +54,14 @@ class EmulatorConfig(BaseModel):
     generation_time: float = Field(default=5.0, ge=0)
     generation_time_per_second: float = Field(default=0.0, ge=0)
     limits: dict[str, EmulatedLimit] = Field(
-        default_factory=lambda: {"pixazo": EmulatedLimit(requests=10, period=1.0, counts="all")}
+        default_factory=lambda: {
+            "pixazo": EmulatedLimit(requests=10, period=1.0, counts="all"),
+            "stability": EmulatedLimit(requests=150, period=10.0, counts="submits"),
+        }
     )
+    #: Emulated seconds a key is locked out (every request 429s) once its window overflows;
+    #: providers absent here only refuse the overflowing requests themselves.
+    lockouts: dict[str, float] = Field(default_factory=lambda: {"stability": 60.0})
     #: Accepted submissions per provider before it answers 402 (``None``: unlimited).
     balance: dict[str, int] = Field(default_factory=dict)
 
@@ -68,7 +75,10 @@ class ProviderStats:
     accepted: int = 0
     polls: int = 0
     downloads: int = 0
+    #: Every request answered 429, whether by the window or during a lockout.
     rate_limited: int = 0
+    #: Lockouts started (window overflows on a provider with a lockout configured).
+    lockouts: int = 0
     errors: Counter[int] = field(default_factory=Counter)
     #: How often each distinct submit body was accepted: >1 is a duplicate submission.
     bodies: Counter[str] = field(default_factory=Counter, repr=False)
@@ -146,18 +156,23 @@ class Emulator:
         self.stats: dict[str, ProviderStats] = {}
         self.jobs: dict[str, EmulatedJob] = {}
         self._windows: dict[tuple[str, str], _Window] = {}
+        #: Real (monotonic) time each locked-out (provider, key) is let in again.
+        self._locked_until: dict[tuple[str, str], float] = {}
         self._runner: web.AppRunner | None = None
         self.app = self._build_app()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        from stableaudio_async.emulator import pixazo
+        from stableaudio_async.emulator import pixazo, stability
 
+        # Above every provider's own request limit (Stability's 50 MB is the largest), so that
+        # the provider modules, not aiohttp, decide what is too large.
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_get("/cdn/{provider}/{name}", self._cdn)
         app.router.add_get("/_emulator/stats", self._stats)
         pixazo.add_routes(app, self)
+        stability.add_routes(app, self)
         return app
 
     async def __aenter__(self) -> Emulator:
@@ -188,14 +203,16 @@ class Emulator:
         """The base URL every provider is served under."""
         return f"http://{self.host}:{self.port}"
 
-    def client_settings(self, base: Settings | None = None, *, margin: float = 0.05,
-                        min_margin: float = 0.05, poll_timeout: float = 600.0) -> Settings:
+    def client_settings(self, base: Settings | None = None, *, margin: float | None = None,
+                        min_margin: float | None = None, poll_timeout: float = 600.0
+                        ) -> Settings:
         """Settings that point every provider at this emulator, on its time scale.
 
-        Rate limits and poll intervals are the emulator's own, scaled to real seconds, so
-        a client using them paces as it would against the real provider. Each window gets
-        ``margin`` of its length, but at least ``min_margin`` seconds: on a fast time scale
-        the scheduling jitter of a busy machine outgrows a proportional margin.
+        Rate limits (with their lockouts) and poll intervals are the emulator's own, scaled to
+        real seconds, so a client using them paces as it would against the real provider.
+        ``margin`` and ``min_margin`` default to the provider's configured ones; note that
+        ``min_margin`` is in real seconds and is *not* scaled, because the jitter it absorbs
+        is not.
         """
         base = base or load_settings(env={})
         scale = self.config.time_scale
@@ -205,8 +222,13 @@ class Emulator:
             rate_limit = None
             if limit is not None:
                 period = limit.period * scale
+                configured = provider.rate_limit or RateLimit(requests=1, period=1.0)
+                fraction = configured.margin if margin is None else margin
+                floor = configured.min_margin if min_margin is None else min_margin
+                lockout = self.config.lockouts.get(name)
                 rate_limit = RateLimit(requests=limit.requests, period=period, counts=limit.counts,
-                                       margin=min(1.0, max(margin, min_margin / period)))
+                                       margin=fraction, min_margin=floor,
+                                       lockout=None if lockout is None else lockout * scale)
             poll = provider.poll
             providers[name] = provider.model_copy(update={
                 "base_url": self.url,
@@ -229,21 +251,39 @@ class Emulator:
         return stats
 
     def admit(self, provider: str, key: str, *, submit: bool) -> float | None:
-        """Count a request against the provider's window; the wait in real seconds if over."""
+        """Count a request against the provider's window; the wait in real seconds if refused.
+
+        A provider with a lockout configured locks the key out when its window overflows:
+        until the lockout ends every request of that key is refused (and not counted), even
+        those the window would have room for, and whether or not they are submits.
+        """
         limit = self.config.limits.get(provider)
-        if limit is None or (limit.counts == "submits" and not submit):
+        if limit is None:
+            return None
+        now = self.now()
+        stats = self.provider_stats(provider)
+        locked_until = self._locked_until.get((provider, key))
+        if locked_until is not None:
+            if now < locked_until:
+                stats.rate_limited += 1
+                return locked_until - now
+            del self._locked_until[(provider, key)]
+        if limit.counts == "submits" and not submit:
             return None
         window = self._windows.get((provider, key))
         if window is None:
             window = self._windows[(provider, key)] = _Window(
                 limit.requests, limit.period * self.config.time_scale)
-        now = self.now()
         wait = window.admit(now)
-        stats = self.provider_stats(provider)
         if wait is None:
             stats.counted_at.append(now)
-        else:
-            stats.rate_limited += 1
+            return None
+        stats.rate_limited += 1
+        lockout = self.config.lockouts.get(provider)
+        if lockout is not None:
+            stats.lockouts += 1
+            wait = lockout * self.config.time_scale
+            self._locked_until[(provider, key)] = now + wait
         return wait
 
     def has_balance(self, provider: str) -> bool:
@@ -312,6 +352,7 @@ class Emulator:
             name: {
                 "requests": s.requests, "submits": s.submits, "accepted": s.accepted,
                 "polls": s.polls, "downloads": s.downloads, "rate_limited": s.rate_limited,
+                "lockouts": s.lockouts,
                 "duplicate_submissions": s.duplicate_submissions,
                 "errors": {str(k): v for k, v in sorted(s.errors.items())},
             }

@@ -29,6 +29,7 @@ from stableaudio_async.retry import retry_after_from_headers
 
 __all__ = [
     "Adapter",
+    "AudioStream",
     "HttpReply",
     "HttpRequest",
     "ModelSpec",
@@ -169,6 +170,16 @@ def error_from_reply(
     return InvalidRequestError(message, **context)
 
 
+@dataclass(frozen=True, slots=True)
+class AudioStream:
+    """A synchronous reply whose body is the audio, described by its headers."""
+
+    request_id: str | None
+    content_type: str | None
+    seed: int | None = None
+    finish_reason: str | None = None
+
+
 class Adapter(ABC):
     """Translates jobs into one provider's requests and its replies into engine types."""
 
@@ -178,6 +189,11 @@ class Adapter(ABC):
     default_model: ClassVar[str]
     #: What each model can do.
     models: ClassVar[Mapping[str, ModelSpec]]
+    #: True when the submit reply itself carries the audio: no request id to poll.
+    synchronous: ClassVar[bool] = False
+    #: True when the provider bills no failed generation: a 5xx answer to a submit is then a
+    #: free failure rather than an ambiguity, and may be retried.
+    free_failures: ClassVar[bool] = False
 
     def __init__(self, settings: ProviderSettings, api_key: str) -> None:
         self.settings = settings
@@ -215,13 +231,25 @@ class Adapter(ABC):
     def parse_submit(self, reply: HttpReply) -> RemoteHandle:
         """Read a successful submit reply; raise a :class:`ProviderError` for anything else."""
 
-    @abstractmethod
+    def audio_stream(self, status: int, headers: Mapping[str, str]) -> AudioStream | None:
+        """For a synchronous provider: whether this submit reply's body is the audio itself.
+
+        Returns what the headers say about it (the engine then streams the body to disk), or
+        ``None`` for a reply to read whole and hand to :meth:`parse_submit`.
+        """
+        return None
+
     def poll_request(self, handle: RemoteHandle) -> HttpRequest:
         """The request that asks for the job's current status."""
+        raise NotImplementedError(f"{self.name} has no status to poll")
 
-    @abstractmethod
     def parse_poll(self, reply: HttpReply, handle: RemoteHandle) -> RemoteStatus:
         """Read a status reply into one typed status; raise for an error reply."""
+        raise NotImplementedError(f"{self.name} has no status to poll")
+
+    def cost(self, job: Job) -> tuple[float, str] | None:
+        """What a successful ``job`` costs and in what unit, where the price is published."""
+        return None
 
     def download_headers(self, url: str) -> Mapping[str, str]:
         """Headers for fetching audio from ``url`` (public CDNs need none)."""

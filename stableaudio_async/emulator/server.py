@@ -354,6 +354,8 @@ class Emulator:
                 "polls": s.polls, "downloads": s.downloads, "rate_limited": s.rate_limited,
                 "lockouts": s.lockouts,
                 "duplicate_submissions": s.duplicate_submissions,
+                # From the first accepted submission to the last: the busy period's length.
+                "busy_seconds": s.accepted_at[-1] - s.accepted_at[0] if s.accepted_at else 0.0,
                 "errors": {str(k): v for k, v in sorted(s.errors.items())},
             }
             for name, s in sorted(self.stats.items())

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import TEST_KEY, fast_config, write_settings
 
 from stableaudio_async.emulator import Emulator
+
+from conftest import TEST_KEY, fast_config, write_settings
 
 pytestmark = pytest.mark.anyio
 

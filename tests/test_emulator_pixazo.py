@@ -7,9 +7,10 @@ import base64
 import aiohttp
 import anyio
 import pytest
-from conftest import TEST_KEY, fast_config
 
 from stableaudio_async.emulator import EmulatedLimit, Emulator
+
+from conftest import TEST_KEY, fast_config
 
 pytestmark = pytest.mark.anyio
 

@@ -14,11 +14,12 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
-from conftest import TEST_KEY, fast_config
 from multidict import CIMultiDictProxy
 
 from stableaudio_async.emulator import EmulatedLimit, Emulator, EmulatorConfig, stability
 from stableaudio_async.emulator.audio import render_audio
+
+from conftest import TEST_KEY, fast_config
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import TEST_KEY, fast_config
 from structlog.testing import capture_logs
 
 from stableaudio_async import (
@@ -20,6 +19,8 @@ from stableaudio_async import (
     JobStatus,
 )
 from stableaudio_async.emulator import EmulatedLimit, Emulator
+
+from conftest import TEST_KEY, fast_config
 
 pytestmark = pytest.mark.anyio
 

@@ -7,11 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TEST_KEY, fast_config
+from aiohttp import web
 
-from stableaudio_async import Engine, Job, JobStatus
+from stableaudio_async import Engine, Job, JobStatus, load_settings
+from stableaudio_async.config import RetryPolicy
 from stableaudio_async.emulator import EmulatedLimit, Emulator
 from stableaudio_async.emulator.audio import render_audio
+
+from conftest import TEST_KEY, fast_config
 
 pytestmark = pytest.mark.anyio
 
@@ -150,3 +153,53 @@ async def test_a_429_pauses_the_provider_for_the_lockout_then_recovers(tmp_path)
     # After a 429 nothing new is sent until the lockout is over: only requests already in
     # flight can meet it, so 429s per lockout stay within max_in_flight.
     assert stats.rate_limited <= 4 * stats.lockouts
+
+
+async def test_connection_refused_is_retried_as_never_sent(tmp_path) -> None:
+    """A connection that never opened is provably unsent, so it is retried, then fails."""
+    async with Emulator(fast_config()) as emu:
+        settings = emu.client_settings()
+    # The emulator is gone: its port now refuses connections.
+    stab = settings.providers["stability"].model_copy(update={"retry": RetryPolicy(
+        attempts=3, initial=0.01, max=0.02)})
+    settings = settings.model_copy(update={"providers": {"stability": stab}})
+    async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
+        result = await engine.generate(stability("nobody home"))
+    assert result.error_type == "ProviderUnavailableError"
+    assert result.attempts == 3 and "cannot connect" in (result.error or "")
+
+
+async def test_reply_cut_off_mid_audio_is_not_resent(tmp_path) -> None:
+    """A body cut short after the generation ran is never resent (it may be billed)."""
+    sent: list[int] = []
+
+    async def cut_off(request: web.Request) -> web.StreamResponse:
+        sent.append(1)
+        await request.read()
+        response = web.StreamResponse(headers={
+            "content-type": "audio/mpeg", "finish-reason": "SUCCESS", "seed": "7",
+            "x-request-id": "req-cut"})
+        response.content_length = 1_000_000
+        await response.prepare(request)
+        await response.write(b"\xff\xfb" + b"\0" * 50_000)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v2beta/audio/stable-audio-2/text-to-audio", cut_off)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        settings = load_settings(env={"STABLEAUDIO_STABILITY_BASE_URL":
+                                      f"http://127.0.0.1:{runner.addresses[0][1]}"})
+        async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
+            result = await engine.generate(stability("expensive"))
+    finally:
+        await runner.cleanup()
+    assert result.status is JobStatus.FAILED
+    assert sent == [1] and result.attempts == 1
+    assert result.request_id == "req-cut"
+    assert list(tmp_path.iterdir()) == [tmp_path / "manifest.jsonl"]  # no partial file

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import TEST_KEY, fast_config, write_settings
-from test_cli_e2e import run_cli, write_jsonl
 
 from stableaudio_async import Engine, Job
 from stableaudio_async.emulator import Emulator
+
+from conftest import TEST_KEY, fast_config, write_settings
+from test_cli_e2e import run_cli, write_jsonl
 
 pytestmark = pytest.mark.anyio
 

@@ -111,6 +111,9 @@ class ProviderSettings(_Frozen):
     base_url: str
     api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     rate_limit: RateLimit | None = None
+    #: A separate limit for every request that is not a submit (polls, result fetches,
+    #: uploads, cancels), for providers that publish one (Replicate).
+    poll_rate_limit: RateLimit | None = None
     max_in_flight: int = Field(default=8, ge=1)
     poll: PollPolicy = Field(default_factory=PollPolicy)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -167,6 +170,39 @@ DEFAULTS: dict[str, Any] = {
             # Generation happens inside the request: every job in flight is a held connection.
             "max_in_flight": 150,
             "request_timeout": 600.0,
+        },
+        "wavespeed": {
+            "base_url": "https://api.wavespeed.ai",
+            "api_key_env": "WAVESPEED_API_KEY",
+            # Limits are per account tier and reset each minute; the lowest tier allows 2
+            # concurrent jobs. Raise both for a higher tier.
+            "rate_limit": {"requests": 60, "period": 60.0, "counts": "all"},
+            "max_in_flight": 2,
+            "poll": {"initial": 2.0, "max": 10.0, "factor": 1.5, "timeout": 600.0},
+        },
+        "aimlapi": {
+            "base_url": "https://api.aimlapi.com",
+            "api_key_env": "AIMLAPI_API_KEY",
+            # No published limit: a conservative one, every call counted.
+            "rate_limit": {"requests": 10, "period": 1.0, "counts": "all"},
+            "max_in_flight": 8,
+            # Generations take 50–60 s; the documentation polls every 10 s.
+            "poll": {"initial": 10.0, "max": 20.0, "factor": 1.5, "timeout": 900.0},
+        },
+        "fal": {
+            "base_url": "https://queue.fal.run",
+            "api_key_env": "FAL_KEY",
+            # fal limits concurrency and queues the excess rather than refusing it.
+            "max_in_flight": 16,
+            "poll": {"initial": 1.0, "max": 10.0, "factor": 1.5, "timeout": 900.0},
+        },
+        "replicate": {
+            "base_url": "https://api.replicate.com",
+            "api_key_env": "REPLICATE_API_TOKEN",
+            "rate_limit": {"requests": 600, "period": 60.0, "counts": "submits"},
+            "poll_rate_limit": {"requests": 3000, "period": 60.0, "counts": "all"},
+            "max_in_flight": 32,
+            "poll": {"initial": 1.0, "max": 10.0, "factor": 1.5, "timeout": 900.0},
         },
     },
 }

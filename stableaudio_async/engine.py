@@ -7,6 +7,7 @@ job ends as a failed :class:`JobResult`; it never cancels the others.
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -28,6 +29,7 @@ from stableaudio_async.errors import (
     AuthenticationError,
     ConfigError,
     ContentRejectedError,
+    DeadlineExceededError,
     DownloadError,
     InsufficientBalanceError,
     InvalidBatchError,
@@ -51,6 +53,7 @@ from stableaudio_async.models import (
 )
 from stableaudio_async.polling import poll_until_done
 from stableaudio_async.providers import Adapter, adapter_class
+from stableaudio_async.providers.base import AUDIO_SUFFIXES, is_url
 from stableaudio_async.ratelimit import RateLimiter, slot
 from stableaudio_async.retry import Phase, backoff_delay, should_retry
 
@@ -97,7 +100,15 @@ class _Provider:
                         min_margin=limit.min_margin, burst=limit.effective_burst)
             if limit else None
         )
-        self.poll_limiter = self.limiter if limit and limit.counts == "all" else None
+        # Polls (and uploads, result fetches, cancels) go through their own limit where the
+        # provider sets one (Replicate: 3000/min beside 600 creates/min), else through the
+        # main limit when it counts every request.
+        poll_limit = settings.poll_rate_limit
+        self.poll_limiter = (
+            RateLimiter(poll_limit.requests, poll_limit.period, margin=poll_limit.margin,
+                        min_margin=poll_limit.min_margin, burst=poll_limit.effective_burst)
+            if poll_limit else self.limiter if limit and limit.counts == "all" else None
+        )
         self.slots = anyio.CapacityLimiter(settings.max_in_flight)
         self.counts = _Counts()
         #: The error that stopped all submissions to this provider (a refused key, no credit).
@@ -234,6 +245,8 @@ class Engine:
         self._session: aiohttp.ClientSession | None = None
         self._tg: TaskGroup | None = None
         self._manifest = Manifest(self.out_dir)
+        self._uploads: dict[tuple[str, str], str] = {}
+        self._upload_locks: dict[tuple[str, str], anyio.Lock] = {}
 
     async def __aenter__(self) -> Self:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -460,7 +473,7 @@ class Engine:
     ) -> RemoteHandle:
         assert self._session is not None
         session = self._session
-        request = provider.adapter.submit_request(job)
+        request = provider.adapter.submit_request(job, await self._input_audio(provider, job, bound))
 
         async def attempt(on_sent: Callable[[], None]) -> RemoteHandle:
             run.attempts += 1
@@ -486,7 +499,7 @@ class Engine:
         assert self._session is not None
         session = self._session
         adapter = provider.adapter
-        request = adapter.submit_request(job)
+        request = adapter.submit_request(job, await self._input_audio(provider, job, bound))
         dest = self._destination(job)
         chunk_size = self.settings.download.chunk_size
 
@@ -521,6 +534,60 @@ class Engine:
                    seed=run.seed)
         return written
 
+    async def _input_audio(
+        self, provider: _Provider, job: Job, bound: structlog.typing.FilteringBoundLogger
+    ) -> str | None:
+        """The job's input audio in the form its provider takes (see ``Adapter.local_audio``)."""
+        audio = job.audio
+        mode = provider.adapter.local_audio
+        if audio is None or is_url(audio) or mode in ("none", "multipart"):
+            return audio if audio is None or is_url(audio) else None
+        path = Path(await anyio.Path(audio).absolute())
+        if mode == "data_uri":
+            data = await anyio.Path(path).read_bytes()
+            media_type = AUDIO_SUFFIXES.get(path.suffix.lower(), "application/octet-stream")
+            return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+        # Uploaded once per engine, however many jobs use the file.
+        key = (provider.name, str(path))
+        async with self._upload_locks.setdefault(key, anyio.Lock()):
+            url = self._uploads.get(key)
+            if url is None:
+                url = self._uploads[key] = await self._upload(provider, path, bound)
+        return url
+
+    async def _upload(
+        self, provider: _Provider, path: Path, bound: structlog.typing.FilteringBoundLogger
+    ) -> str:
+        assert self._session is not None
+        session = self._session
+        request = provider.adapter.upload_request(path)
+
+        async def attempt(on_sent: Callable[[], None]) -> str:
+            reply = await send(session, request, provider=provider.name,
+                               total_timeout=provider.settings.request_timeout, on_sent=on_sent)
+            return provider.adapter.parse_upload(reply)
+
+        url = await self._retrying("upload", provider.settings.retry, attempt, provider=provider,
+                                   bound=bound, limiter=provider.poll_limiter)
+        bound.info("input.uploaded", file=path.name, url=url)
+        return url
+
+    async def _cancel_remote(
+        self, provider: _Provider, handle: RemoteHandle, bound: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Best effort: ask the provider to stop a job we no longer wait for."""
+        request = provider.adapter.cancel_request(handle)
+        if request is None or self._session is None:
+            return
+        with anyio.move_on_after(10):
+            try:
+                async with slot(provider.poll_limiter) as sent:
+                    reply = await send(self._session, request, provider=provider.name,
+                                       total_timeout=10, on_sent=sent)
+                bound.info("job.cancelled_remotely", http_status=reply.status)
+            except ProviderError as exc:
+                bound.warning("job.cancel_failed", error=str(exc))
+
     def _destination(self, job: Job) -> Path:
         return self.out_dir / f"{job.id}.{_extension(job)}"
 
@@ -542,11 +609,20 @@ class Engine:
             deadline=anyio.current_time() + policy.timeout, limiter=provider.poll_limiter,
             request_timeout=provider.settings.request_timeout, rand=self._rand, job_id=job.id,
         )
-        async for status in statuses:
-            bound.debug("job.status", status=type(status).__name__.lower())
-            if isinstance(status, Running) and "running" not in run.marks:
-                run.marks["running"] = anyio.current_time()
-                run.move("running")
+        try:
+            async for status in statuses:
+                bound.debug("job.status", status=type(status).__name__.lower())
+                if isinstance(status, Running) and "running" not in run.marks:
+                    run.marks["running"] = anyio.current_time()
+                    run.move("running")
+        except DeadlineExceededError:
+            await self._cancel_remote(provider, handle, bound)
+            raise
+        except anyio.get_cancelled_exc_class():
+            # The caller gave up on the job: so should the provider, where it can.
+            with anyio.CancelScope(shield=True):
+                await self._cancel_remote(provider, handle, bound)
+            raise
         if not isinstance(status, Succeeded | Failed):  # poll_until_done ends on a final status
             raise ProviderUnavailableError("status polling ended without a final status",
                                            provider=provider.name, request_id=handle.request_id)

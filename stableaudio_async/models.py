@@ -19,6 +19,7 @@ __all__ = [
     "JobResult",
     "JobStatus",
     "Queued",
+    "Ready",
     "RemoteHandle",
     "RemoteStatus",
     "Running",
@@ -142,16 +143,27 @@ class Failed:
     charged: bool = True
 
 
-RemoteStatus = Queued | Running | Succeeded | Failed
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Finished on the provider's side; the result is fetched separately (fal's response_url)."""
+
+
+RemoteStatus = Queued | Running | Ready | Succeeded | Failed
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteHandle:
-    """What a provider told us when it accepted a job: its id, where to poll, its state."""
+    """What a provider told us when it accepted a job: its id, where to poll, its state.
+
+    ``result_url`` is where a finished job's result is fetched when the status itself does
+    not carry it; ``cancel_url`` where the job is cancelled, for providers that allow it.
+    """
 
     request_id: str | None
     poll_url: str | None
     status: RemoteStatus
+    result_url: str | None = None
+    cancel_url: str | None = None
 
 
 class JobStatus(StrEnum):

@@ -12,7 +12,7 @@ import structlog
 from stableaudio_async.config import PollPolicy
 from stableaudio_async.errors import DeadlineExceededError, ProviderError, RateLimitedError
 from stableaudio_async.http import send
-from stableaudio_async.models import Failed, RemoteHandle, RemoteStatus, Succeeded
+from stableaudio_async.models import Failed, Ready, RemoteHandle, RemoteStatus, Succeeded
 from stableaudio_async.providers.base import Adapter
 from stableaudio_async.ratelimit import RateLimiter, slot
 from stableaudio_async.retry import backoff_delay, should_retry
@@ -36,7 +36,8 @@ async def poll_until_done(
 ) -> AsyncIterator[RemoteStatus]:
     """Yield each new status of ``handle`` until it is final (the last one yielded).
 
-    Waits ``initial``, then ``initial * factor``, … up to ``max`` seconds between polls, each
+    A :class:`Ready` status is followed at once by fetching the result. Waits ``initial``,
+    then ``initial * factor``, … up to ``max`` seconds between polls, each
     shortened by up to ``jitter``. Every poll first takes a slot from ``limiter`` (pass the
     provider's limiter only when it counts polls). Transient errors are retried on the same
     schedule; a 429 pauses the whole limiter for its Retry-After. Past ``deadline`` (a
@@ -61,6 +62,13 @@ async def poll_until_done(
                 reply = await send(session, adapter.poll_request(handle), provider=adapter.name,
                                    total_timeout=request_timeout, on_sent=sent)
             status = adapter.parse_poll(reply, handle)
+            if isinstance(status, Ready):
+                # Done remotely; the result lives at its own URL (fal's response_url).
+                async with slot(limiter) as sent:
+                    reply = await send(session, adapter.result_request(handle),
+                                       provider=adapter.name, total_timeout=request_timeout,
+                                       on_sent=sent)
+                status = adapter.parse_result(reply, handle)
         except ProviderError as exc:
             exc.with_context(job_id=job_id, request_id=handle.request_id)
             if not should_retry("poll", exc):

@@ -20,7 +20,7 @@ from stableaudio_async.errors import (
 
 __all__ = ["Phase", "backoff_delay", "parse_retry_after", "retry_after_from_headers", "should_retry"]
 
-Phase = Literal["submit", "poll", "download"]
+Phase = Literal["submit", "upload", "poll", "download"]
 
 #: A Retry-After beyond this many seconds is treated as this many: a bogus or hostile value
 #: must not park a batch for a day.
@@ -109,7 +109,8 @@ def should_retry(phase: Phase, error: BaseException, *, free_failures: bool = Fa
     (a timeout, a reset mid-reply, another 5xx) may have started a paid job, so it is not,
     unless the provider bills no failed generation (``free_failures``): then a 5xx *reply* is
     a free failure and is retried, while a timeout or a reset still is not. Polls and
-    downloads cost nothing, so every transient failure there is retried.
+    downloads (and uploads of input files) cost nothing, so every transient failure there
+    is retried.
     """
     if isinstance(error, RateLimitedError):
         return True

@@ -9,11 +9,14 @@ counts every request, so tests can assert on what reached it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
+import pkgutil
 import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Literal
 
 import anyio
@@ -57,8 +60,16 @@ class EmulatorConfig(BaseModel):
         default_factory=lambda: {
             "pixazo": EmulatedLimit(requests=10, period=1.0, counts="all"),
             "stability": EmulatedLimit(requests=150, period=10.0, counts="submits"),
+            "wavespeed": EmulatedLimit(requests=60, period=60.0, counts="all"),
+            "aimlapi": EmulatedLimit(requests=10, period=1.0, counts="all"),
+            "replicate": EmulatedLimit(requests=600, period=60.0, counts="submits"),
         }
     )
+    #: A second window for every request that is not a submit (Replicate: 3000 per minute).
+    poll_limits: dict[str, EmulatedLimit] = Field(
+        default_factory=lambda: {"replicate": EmulatedLimit(requests=3000, period=60.0)})
+    #: Jobs a provider runs at once; more wait in its queue (fal, WaveSpeed's tiers).
+    concurrency: dict[str, int] = Field(default_factory=dict)
     #: Emulated seconds a key is locked out (every request 429s) once its window overflows;
     #: providers absent here only refuse the overflowing requests themselves.
     lockouts: dict[str, float] = Field(default_factory=lambda: {"stability": 60.0})
@@ -77,6 +88,7 @@ class ProviderStats:
     downloads: int = 0
     #: Every request answered 429, whether by the window or during a lockout.
     rate_limited: int = 0
+    cancelled: int = 0
     #: Lockouts started (window overflows on a provider with a lockout configured).
     lockouts: int = 0
     errors: Counter[int] = field(default_factory=Counter)
@@ -107,6 +119,8 @@ class EmulatedJob:
     queued_until: float
     done_at: float
     outcome: Literal["COMPLETED", "FAILED", "ERROR"]
+    #: When the client cancelled the job (providers that allow it), else None.
+    cancelled_at: float | None = None
 
     @property
     def prompt(self) -> str:
@@ -129,6 +143,17 @@ class _Window:
             return self.times[0] + self.period - now
         self.times.append(now)
         return None
+
+
+def provider_modules() -> list[ModuleType]:
+    """The emulator's provider modules (each with ``add_routes``), in name order."""
+    package = importlib.import_module("stableaudio_async.emulator")
+    modules = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if callable(getattr(module, "add_routes", None)):
+            modules.append(module)
+    return modules
 
 
 def json_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -164,15 +189,15 @@ class Emulator:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        from stableaudio_async.emulator import pixazo, stability
-
         # Above every provider's own request limit (Stability's 50 MB is the largest), so that
         # the provider modules, not aiohttp, decide what is too large.
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_get("/cdn/{provider}/{name}", self._cdn)
         app.router.add_get("/_emulator/stats", self._stats)
-        pixazo.add_routes(app, self)
-        stability.add_routes(app, self)
+        # Every provider on its real paths, one port for all: a provider is a module here
+        # with an `add_routes(app, emulator)`.
+        for module in provider_modules():
+            module.add_routes(app, self)
         return app
 
     async def __aenter__(self) -> Emulator:
@@ -257,7 +282,7 @@ class Emulator:
         until the lockout ends every request of that key is refused (and not counted), even
         those the window would have room for, and whether or not they are submits.
         """
-        limit = self.config.limits.get(provider)
+        limit = self.config.limits.get(provider) or self.config.poll_limits.get(provider)
         if limit is None:
             return None
         now = self.now()
@@ -269,10 +294,13 @@ class Emulator:
                 return locked_until - now
             del self._locked_until[(provider, key)]
         if limit.counts == "submits" and not submit:
-            return None
-        window = self._windows.get((provider, key))
+            limit = self.config.poll_limits.get(provider)
+            if limit is None:
+                return None
+        name = provider if limit is self.config.limits.get(provider) else f"{provider}:other"
+        window = self._windows.get((name, key))
         if window is None:
-            window = self._windows[(provider, key)] = _Window(
+            window = self._windows[(name, key)] = _Window(
                 limit.requests, limit.period * self.config.time_scale)
         wait = window.admit(now)
         if wait is None:
@@ -352,6 +380,7 @@ class Emulator:
             name: {
                 "requests": s.requests, "submits": s.submits, "accepted": s.accepted,
                 "polls": s.polls, "downloads": s.downloads, "rate_limited": s.rate_limited,
+                "cancelled": s.cancelled,
                 "lockouts": s.lockouts,
                 "duplicate_submissions": s.duplicate_submissions,
                 # From the first accepted submission to the last: the busy period's length.

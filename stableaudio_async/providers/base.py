@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.errors import (
@@ -24,10 +25,11 @@ from stableaudio_async.errors import (
     RateLimitedError,
 )
 from stableaudio_async.http import HttpReply, HttpRequest
-from stableaudio_async.models import Job, RemoteHandle, RemoteStatus, Task
+from stableaudio_async.models import Failed, Job, RemoteHandle, RemoteStatus, Succeeded, Task
 from stableaudio_async.retry import retry_after_from_headers
 
 __all__ = [
+    "AUDIO_SUFFIXES",
     "Adapter",
     "AudioStream",
     "HttpReply",
@@ -36,6 +38,8 @@ __all__ = [
     "Range",
     "check_job",
     "error_from_reply",
+    "is_url",
+    "local_audio_problem",
 ]
 
 
@@ -126,6 +130,35 @@ def check_job(job: Job, spec: ModelSpec, *, provider: str, reserved: frozenset[s
     return issues
 
 
+#: Input audio files the providers take, by suffix.
+AUDIO_SUFFIXES: Mapping[str, str] = {
+    ".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".m4a": "audio/mp4",
+    ".aac": "audio/aac", ".flac": "audio/flac",
+}
+
+
+def is_url(audio: str) -> bool:
+    """Whether ``audio`` names remote audio (http(s) or a data URI) rather than a local file."""
+    return audio.startswith(("http://", "https://", "data:"))
+
+
+def local_audio_problem(audio: str, *, max_bytes: int | None,
+                        suffixes: Collection[str] = AUDIO_SUFFIXES.keys()) -> str | None:
+    """Why the local file ``audio`` cannot be sent: missing, wrong type or too large."""
+    path = Path(audio)
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        allowed = ", ".join(sorted(s.lstrip(".") for s in suffixes))
+        return f"input audio must be one of {allowed}, not {suffix or 'a file without suffix'}"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot read input audio {audio}: {exc.strerror}"
+    if max_bytes is not None and size > max_bytes:
+        return f"input audio is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB"
+    return None
+
+
 def _message_from_body(body: bytes) -> str | None:
     try:
         data = json.loads(body)
@@ -194,6 +227,10 @@ class Adapter(ABC):
     #: True when the provider bills no failed generation: a 5xx answer to a submit is then a
     #: free failure rather than an ambiguity, and may be retried.
     free_failures: ClassVar[bool] = False
+    #: How a local input file (``job.audio`` that is not a URL) reaches the provider: not at
+    #: all (URLs only), as a multipart part of the submit itself, uploaded first through
+    #: :meth:`upload_request`, or inline as a ``data:`` URI built by the engine.
+    local_audio: ClassVar[Literal["none", "multipart", "upload", "data_uri"]] = "none"
 
     def __init__(self, settings: ProviderSettings, api_key: str) -> None:
         self.settings = settings
@@ -224,8 +261,13 @@ class Adapter(ABC):
         return check_job(job, spec, provider=cls.name, reserved=frozenset())
 
     @abstractmethod
-    def submit_request(self, job: Job) -> HttpRequest:
-        """The request that starts ``job``."""
+    def submit_request(self, job: Job, audio_url: str | None = None) -> HttpRequest:
+        """The request that starts ``job``.
+
+        ``audio_url`` is the job's input audio as this provider takes it, resolved by the
+        engine: the job's own URL, the URL an upload returned, or a ``data:`` URI (``None``
+        when the job has no input, or the adapter sends the file itself).
+        """
 
     @abstractmethod
     def parse_submit(self, reply: HttpReply) -> RemoteHandle:
@@ -239,9 +281,29 @@ class Adapter(ABC):
         """
         return None
 
+    def upload_request(self, path: Path) -> HttpRequest:
+        """For ``local_audio = "upload"``: the request that stores a local file remotely."""
+        raise NotImplementedError(f"{self.name} has no upload endpoint")
+
+    def parse_upload(self, reply: HttpReply) -> str:
+        """For ``local_audio = "upload"``: the URL the stored file can be fetched from."""
+        raise NotImplementedError(f"{self.name} has no upload endpoint")
+
     def poll_request(self, handle: RemoteHandle) -> HttpRequest:
         """The request that asks for the job's current status."""
         raise NotImplementedError(f"{self.name} has no status to poll")
+
+    def result_request(self, handle: RemoteHandle) -> HttpRequest:
+        """After a :class:`Ready` status: the request that fetches the finished result."""
+        raise NotImplementedError(f"{self.name} reports results with its status")
+
+    def parse_result(self, reply: HttpReply, handle: RemoteHandle) -> Succeeded | Failed:
+        """Read the reply to :meth:`result_request`; a failed job is ``Failed``, not an error."""
+        raise NotImplementedError(f"{self.name} reports results with its status")
+
+    def cancel_request(self, handle: RemoteHandle) -> HttpRequest | None:
+        """The request that cancels a running job remotely, or ``None`` where none exists."""
+        return None
 
     def parse_poll(self, reply: HttpReply, handle: RemoteHandle) -> RemoteStatus:
         """Read a status reply into one typed status; raise for an error reply."""

@@ -74,7 +74,7 @@ class PixazoAdapter(Adapter):
             "Cache-Control": "no-cache",
         }
 
-    def submit_request(self, job: Job) -> HttpRequest:
+    def submit_request(self, job: Job, audio_url: str | None = None) -> HttpRequest:
         """POST the job to the model's request route."""
         route = f"{self.model_of(job)}-{job.task}"
         body: dict[str, Any] = {"prompt": job.prompt, "output_format": job.output_format}
@@ -87,7 +87,7 @@ class PixazoAdapter(Adapter):
             "seed": job.seed,
         }
         if job.task is Task.AUDIO_TO_AUDIO:
-            optional["audio_url"] = job.audio
+            optional["audio_url"] = audio_url if audio_url is not None else job.audio
             # Pixazo's init_noise_level, like our strength, is how far to move from the source.
             optional["init_noise_level"] = job.strength
         body.update({k: v for k, v in optional.items() if v is not None})

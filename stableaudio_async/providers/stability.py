@@ -80,6 +80,7 @@ class StabilityAdapter(Adapter):
     default_model = "stable-audio-2.5"
     models: ClassVar[Mapping[str, ModelSpec]] = {"stable-audio-2": _SA2, "stable-audio-2.5": _SA25}
     synchronous = True
+    local_audio = "multipart"
     # "Failed generations are not charged": a 5xx is a failure to retry, not an ambiguity.
     free_failures = True
 
@@ -110,7 +111,7 @@ class StabilityAdapter(Adapter):
                 refuse("audio", problem)
         return issues
 
-    def submit_request(self, job: Job) -> HttpRequest:
+    def submit_request(self, job: Job, audio_url: str | None = None) -> HttpRequest:
         """POST a multipart form to the task's route, asking for the audio as the reply body."""
         model = self.model_of(job)
         fields: dict[str, Any] = {

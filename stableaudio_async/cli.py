@@ -8,6 +8,7 @@ input or config (nothing submitted), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -33,6 +34,7 @@ from stableaudio_async.emulator import Emulator, EmulatorConfig
 from stableaudio_async.engine import Engine, ProviderProgress
 from stableaudio_async.errors import ConfigError, InvalidBatchError, StableAudioError
 from stableaudio_async.models import JobResult
+from stableaudio_async.providers import ADAPTERS
 
 __all__ = ["main"]
 
@@ -222,6 +224,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
             portal.call(emu.stop)
 
 
+def describe_providers(settings: Settings, env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Every known provider: tasks, models with their ranges, limits, and whether its key is set."""
+    described = []
+    for name, adapter in sorted(ADAPTERS.items()):
+        configured = settings.providers.get(name)
+        models = {}
+        for model, spec in sorted(adapter.models.items()):
+            models[model] = {
+                "tasks": sorted(spec.tasks),
+                "ranges": {field: str(r) for field, r in sorted(spec.ranges.items())},
+                "formats": sorted(spec.formats),
+                "default": model == adapter.default_model,
+            }
+        entry: dict[str, Any] = {"name": name, "models": models,
+                                 "synchronous": adapter.synchronous,
+                                 "local_audio": adapter.local_audio, "configured": False}
+        if configured is not None:
+            limit = configured.rate_limit
+            entry |= {
+                "configured": True,
+                "base_url": configured.base_url,
+                "api_key_env": configured.api_key_env,
+                "key_set": configured.api_key(env) is not None,
+                "rate_limit": None if limit is None else
+                f"{limit.requests} {limit.counts} / {limit.period:g} s"
+                + (f", lockout {limit.lockout:g} s" if limit.lockout else ""),
+                "max_in_flight": configured.max_in_flight,
+            }
+        described.append(entry)
+    return described
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    """List each provider: tasks, models, parameter ranges, limits and whether its key is set."""
+    described = describe_providers(load_settings(args.config), os.environ)
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return EXIT_OK
+    for entry in described:
+        key = ("set" if entry["key_set"] else "NOT set") if entry["configured"] else "-"
+        print(f"{entry['name']}: key {entry.get('api_key_env', '?')} {key}; "
+              f"limit {entry.get('rate_limit') or 'none'}; "
+              f"max in flight {entry.get('max_in_flight', '-')}; "
+              f"{'synchronous' if entry['synchronous'] else 'queued'}; "
+              f"local input audio: {entry['local_audio']}")
+        for model, info in entry["models"].items():
+            ranges = ", ".join(f"{k} {v}" for k, v in info["ranges"].items())
+            default = " (default)" if info["default"] else ""
+            print(f"  {model}{default}: {', '.join(info['tasks'])}; {ranges}; "
+                  f"formats {', '.join(info['formats'])}")
+    return EXIT_OK
+
+
 def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
     data: dict[str, Any] = {}
     if args.config:
@@ -290,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="real seconds per emulated second (default: 0.2)")
     _add_output_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    providers = commands.add_parser(
+        "providers", help="list providers: tasks, models, ranges, limits, key set or not")
+    providers.add_argument("--config", help="providers TOML file (default: built-in settings)")
+    providers.add_argument("--json", action="store_true", help="machine-readable output")
+    providers.set_defaults(func=cmd_providers)
 
     emulator = commands.add_parser("emulator", help="serve the provider emulator")
     emulator.add_argument("--host", default="127.0.0.1")

@@ -202,6 +202,8 @@ DEFAULTS: dict[str, Any] = {
             "rate_limit": {"requests": 600, "period": 60.0, "counts": "submits"},
             "poll_rate_limit": {"requests": 3000, "period": 60.0, "counts": "all"},
             "max_in_flight": 32,
+            # Above the longest `Prefer: wait` hold (60 s) a create may ask for.
+            "request_timeout": 90.0,
             "poll": {"initial": 1.0, "max": 10.0, "factor": 1.5, "timeout": 900.0},
         },
     },

@@ -208,13 +208,6 @@ class _JobRun:
         )
 
 
-_EXTENSIONS = {"mpeg": "mp3", "mp3": "mp3", "wav": "wav", "x-wav": "wav", "wave": "wav"}
-
-
-def _extension(job: Job) -> str:
-    return _EXTENSIONS.get(job.output_format, job.output_format)
-
-
 class Engine:
     """Runs jobs against the configured providers and writes their audio to ``out_dir``.
 
@@ -376,6 +369,8 @@ class Engine:
                 written = await self._download(provider, job, accepted, handle.request_id, bound)
         except ProviderError as exc:
             exc.with_context(job_id=job.id, request_id=run.request_id)
+            # An error body may name the request even when no submit was accepted.
+            run.request_id = run.request_id or exc.request_id
             if isinstance(exc, AuthenticationError | InsufficientBalanceError):
                 provider.stop(exc, bound)
             run.move("failed")
@@ -589,7 +584,7 @@ class Engine:
                 bound.warning("job.cancel_failed", error=str(exc))
 
     def _destination(self, job: Job) -> Path:
-        return self.out_dir / f"{job.id}.{_extension(job)}"
+        return self.out_dir / f"{job.id}.{adapter_class(job.provider).output_format(job)}"
 
     async def _follow(
         self,

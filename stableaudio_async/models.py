@@ -64,7 +64,8 @@ class Job(BaseModel):
     steps: int | None = Field(default=None, ge=1)
     guidance_scale: float | None = Field(default=None, ge=0)
     seed: int | None = Field(default=None, ge=0)
-    output_format: str = "mp3"
+    #: ``None``: the provider's own default (mp3 where it offers mp3, else what it returns).
+    output_format: str | None = None
     bitrate: str | None = None
     audio: str | None = None
     strength: float | None = Field(default=None, ge=0, le=1)

@@ -73,3 +73,23 @@ async def test_emulator_command_serves_until_stopped() -> None:
             assert (await reply.json())["message"] == "Request not found"
         process.terminate()
         await process.wait()
+
+
+def test_providers_command_lists_every_provider(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`providers --json` names each provider's models, ranges, limit and whether its key is set."""
+    from stableaudio_async.providers import ADAPTERS
+
+    monkeypatch.setenv("PIXAZO_API_KEY", "k-123456")
+    monkeypatch.delenv("STABILITY_API_KEY", raising=False)
+    assert main(["providers", "--json"]) == 0
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert set(listed) == set(ADAPTERS)
+    assert listed["pixazo"]["key_set"] is True and listed["stability"]["key_set"] is False
+    assert listed["stability"]["rate_limit"] == "150 submits / 10 s, lockout 60 s"
+    sa2 = listed["stability"]["models"]["stable-audio-2"]
+    assert sa2["ranges"]["steps"] == "30–100" and "inpaint" not in sa2["tasks"]
+    assert "k-123456" not in json.dumps(listed)
+    assert main(["providers"]) == 0
+    text = capsys.readouterr().out
+    assert "stability: key STABILITY_API_KEY NOT set" in text

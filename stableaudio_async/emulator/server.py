@@ -243,26 +243,33 @@ class Emulator:
         scale = self.config.time_scale
         providers = {}
         for name, provider in base.providers.items():
-            limit = self.config.limits.get(name)
-            rate_limit = None
-            if limit is not None:
-                period = limit.period * scale
-                configured = provider.rate_limit or RateLimit(requests=1, period=1.0)
-                fraction = configured.margin if margin is None else margin
-                floor = configured.min_margin if min_margin is None else min_margin
-                lockout = self.config.lockouts.get(name)
-                rate_limit = RateLimit(requests=limit.requests, period=period, counts=limit.counts,
-                                       margin=fraction, min_margin=floor,
-                                       lockout=None if lockout is None else lockout * scale)
             poll = provider.poll
             providers[name] = provider.model_copy(update={
                 "base_url": self.url,
-                "rate_limit": rate_limit,
+                "rate_limit": self._scaled(self.config.limits.get(name), provider.rate_limit,
+                                           self.config.lockouts.get(name), margin, min_margin),
+                "poll_rate_limit": self._scaled(self.config.poll_limits.get(name),
+                                                provider.poll_rate_limit, None, margin,
+                                                min_margin),
                 "poll": PollPolicy(initial=poll.initial * scale, max=poll.max * scale,
                                    factor=poll.factor, jitter=poll.jitter,
                                    timeout=poll_timeout * scale),
             })
         return base.model_copy(update={"providers": providers})
+
+    def _scaled(self, limit: EmulatedLimit | None, configured: RateLimit | None,
+                lockout: float | None, margin: float | None, min_margin: float | None
+                ) -> RateLimit | None:
+        """The client's view of one of this emulator's limits, in real seconds."""
+        if limit is None:
+            return None
+        scale = self.config.time_scale
+        configured = configured or RateLimit(requests=1, period=1.0)
+        return RateLimit(
+            requests=limit.requests, period=limit.period * scale, counts=limit.counts,
+            margin=configured.margin if margin is None else margin,
+            min_margin=configured.min_margin if min_margin is None else min_margin,
+            lockout=None if lockout is None else lockout * scale)
 
     # -- shared services for the provider modules -------------------------------------------
 
@@ -319,9 +326,12 @@ class Emulator:
         balance = self.config.balance.get(provider)
         return balance is None or self.provider_stats(provider).accepted < balance
 
-    def create_job(self, provider: str, model: str, params: dict[str, Any], body: bytes
-                   ) -> EmulatedJob:
-        """Accept a job: record it and schedule its phases on the scaled clock."""
+    def create_job(self, provider: str, model: str, params: dict[str, Any], body: bytes,
+                   *, request_id: str | None = None) -> EmulatedJob:
+        """Accept a job: record it and schedule its phases on the scaled clock.
+
+        ``request_id`` is the provider's id for it (default ``<model>_<uuid>``).
+        """
         stats = self.provider_stats(provider)
         stats.accepted += 1
         now = self.now()
@@ -338,7 +348,8 @@ class Emulator:
             outcome = "FAILED"
         elif ERROR_MARKER in prompt:
             outcome = "ERROR"
-        job = EmulatedJob(provider=provider, request_id=f"{model}_{uuid.uuid4()}", model=model,
+        job = EmulatedJob(provider=provider, request_id=request_id or f"{model}_{uuid.uuid4()}",
+                          model=model,
                           params=params, created=now, queued_until=now + queue,
                           done_at=now + queue + generation, outcome=outcome)
         self.jobs[job.request_id] = job

@@ -70,6 +70,11 @@ class ModelSpec:
     #: Whether an input ``audio`` must be a URL (the provider cannot take a local file).
     audio_url_only: bool = False
 
+    @property
+    def default_format(self) -> str:
+        """The format a job gets when it names none: mp3 where offered, else the first one."""
+        return "mp3" if "mp3" in self.formats else min(self.formats)
+
 
 _CORE_FIELDS = frozenset({"id", "provider", "model", "task", "prompt", "output_format", "options"})
 
@@ -98,7 +103,7 @@ def check_job(job: Job, spec: ModelSpec, *, provider: str, reserved: frozenset[s
         refuse("task", f"{provider} cannot run {job.task} (supported: {supported})")
     if spec.prompt_max is not None and len(job.prompt) > spec.prompt_max:
         refuse("prompt", f"longer than {provider}'s limit of {spec.prompt_max} characters")
-    if job.output_format not in spec.formats:
+    if job.output_format is not None and job.output_format not in spec.formats:
         refuse("output_format", f"{job.output_format!r} not one of {', '.join(sorted(spec.formats))}")
     allowed = _CORE_FIELDS | spec.fields | spec.ranges.keys()
     for name, value in job:
@@ -168,7 +173,7 @@ def _message_from_body(body: bytes) -> str | None:
     if not isinstance(data, dict):
         return None
     parts: list[str] = []
-    for key in ("name", "error", "message", "detail", "errors"):
+    for key in ("name", "title", "error", "message", "detail", "errors"):
         value = data.get(key)
         if isinstance(value, list):
             value = "; ".join(str(v) for v in value)
@@ -243,6 +248,14 @@ class Adapter(ABC):
     def model_of(self, job: Job) -> str:
         """The model the job runs on."""
         return job.model or self.default_model
+
+    @classmethod
+    def output_format(cls, job: Job) -> str:
+        """The format the job's audio comes in: its own, or its model's default."""
+        if job.output_format is not None:
+            return job.output_format
+        spec = cls.models.get(job.model or cls.default_model)
+        return spec.default_format if spec is not None else "mp3"
 
     @classmethod
     def validate(cls, job: Job) -> list[JobIssue]:

@@ -77,7 +77,7 @@ class PixazoAdapter(Adapter):
     def submit_request(self, job: Job, audio_url: str | None = None) -> HttpRequest:
         """POST the job to the model's request route."""
         route = f"{self.model_of(job)}-{job.task}"
-        body: dict[str, Any] = {"prompt": job.prompt, "output_format": job.output_format}
+        body: dict[str, Any] = {"prompt": job.prompt, "output_format": self.output_format(job)}
         optional = {
             "negative_prompt": job.negative_prompt,
             "duration": job.duration,

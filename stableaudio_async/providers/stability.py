@@ -119,7 +119,7 @@ class StabilityAdapter(Adapter):
             "duration": job.duration,
             "seed": job.seed,
             "steps": job.steps,
-            "output_format": job.output_format,
+            "output_format": self.output_format(job),
         }
         if job.task is Task.INPAINT:
             # Inpaint always runs 2.5 and takes neither a model nor cfg_scale.

@@ -1,0 +1,352 @@
+"""WaveSpeed's contract: the Stable Audio 3 routes under ``/api/v3/``, enveloped predictions and media upload.
+
+Every reply, errors included, is an envelope ``{"code": <status>, "message": "…", "data": …}``
+(``data`` null on an error). The contract documents the envelope for successes only; error
+envelopes carry the HTTP status as ``code`` and a short reason as ``message``.
+
+Routes:
+
+- ``POST /api/v3/stability-ai/stable-audio-3/{music,text-to-audio,audio-to-audio,
+  audio-inpainting}``: the prediction, ``status: "created"``;
+- ``GET /api/v3/predictions/{id}/result`` (what ``urls.get`` names) and its newer spelling
+  ``GET /api/v3/predictions/{id}``: the prediction, ``created`` → ``processing`` →
+  ``completed`` | ``failed`` on the scaled clock. A failed job still answers HTTP 200, with
+  ``data.status: "failed"`` and ``data.error`` (prompts holding ``emulator:fail`` or
+  ``emulator:error``);
+- ``POST /api/v3/media/upload/binary`` (multipart field ``file``, ≤ 50 MB): the bytes are kept
+  and served back at ``data.download_url``, ``GET /wavespeed-media/{name}`` on this host;
+  audio-to-audio and inpainting take such URLs (an unknown one is a 400) or any other http(s)
+  URL.
+
+Checks, in order: key (401), rate limit (429: every request counts; no Retry-After, as the
+contract names none), body and fields (400), balance (402). With ``concurrency["wavespeed"]``
+set, jobs beyond that many stay ``created`` until a running one finishes, as a tier's
+concurrency cap does. ``enable_sync_mode`` holds the submit until the job is final (a prompt holding
+``emulator:sync-timeout`` gets the documented 504 instead, its envelope naming the prediction,
+which carries on); ``enable_base64_output`` puts raw base64 (no ``data:`` prefix) in
+``outputs``.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from aiohttp import BodyPartReader, web
+
+from stableaudio_async.emulator.audio import SUPPORTED_FORMATS
+from stableaudio_async.emulator.server import EmulatedJob, Emulator
+
+__all__ = ["add_routes"]
+
+PROVIDER = "wavespeed"
+FAMILY = "stability-ai/stable-audio-3"
+ROUTES = ("music", "text-to-audio", "audio-to-audio", "audio-inpainting")
+FORMATS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
+#: "audio ≤ 50 MB", read as decimal megabytes.
+MAX_UPLOAD_BYTES = 50_000_000
+MEDIA_PREFIX = "/wavespeed-media/"
+#: With ``enable_sync_mode``, a prompt holding this is answered 504 at once, the job running on.
+SYNC_TIMEOUT_MARKER = "emulator:sync-timeout"
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "duration": (1, 120),
+    "num_inference_steps": (1, 100),
+    "guidance_scale": (0, 25),
+}
+_DEFAULTS: dict[str, Any] = {"duration": 30, "num_inference_steps": 8, "guidance_scale": 1,
+                             "output_format": "mp3"}
+_CHUNK = 64 * 1024
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+
+
+@dataclass
+class _State:
+    """What one emulator's WaveSpeed keeps besides its jobs: uploaded media, and job routes."""
+
+    #: Uploaded files by the name they are served under: (bytes, content type).
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    #: The route each job was submitted to, by request id.
+    routes: dict[str, str] = field(default_factory=dict)
+
+
+def add_routes(app: web.Application, emu: Emulator) -> None:
+    """Mount WaveSpeed's routes on ``app``."""
+    state = _State()
+    for route in ROUTES:
+
+        async def submit(request: web.Request, route: str = route) -> web.StreamResponse:
+            return await _submit(request, emu, state, route)
+
+        app.router.add_post(f"/api/v3/{FAMILY}/{route}", submit)
+
+    async def result(request: web.Request) -> web.StreamResponse:
+        return await _result(request, emu, state)
+
+    async def upload(request: web.Request) -> web.StreamResponse:
+        return await _upload(request, emu, state)
+
+    async def media(request: web.Request) -> web.StreamResponse:
+        stored = state.media.get(request.match_info["name"])
+        if stored is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=stored[0], content_type=stored[1])
+
+    async def unknown(request: web.Request) -> web.StreamResponse:
+        emu.provider_stats(PROVIDER).requests += 1
+        return _error(emu, 404, f"model or route not found: {request.path}")
+
+    app.router.add_get("/api/v3/predictions/{request_id}/result", result)
+    app.router.add_get("/api/v3/predictions/{request_id}", result)
+    app.router.add_post("/api/v3/media/upload/binary", upload)
+    app.router.add_get(MEDIA_PREFIX + "{name}", media)
+    # Registered last, so only paths no route above claims reach it.
+    app.router.add_route("*", "/api/v3/{tail:.*}", unknown)
+
+
+def _envelope(data: dict[str, Any]) -> web.Response:
+    return web.json_response({"code": 200, "message": "success", "data": data})
+
+
+def _error(emu: Emulator, status: int, message: str) -> web.Response:
+    """An error in the envelope's shape, counted by status."""
+    emu.provider_stats(PROVIDER).errors[status] += 1
+    return web.json_response({"code": status, "message": message, "data": None}, status=status)
+
+
+def _guard(request: web.Request, emu: Emulator, *, submit: bool) -> web.Response | None:
+    """Count the request; then the key, then the rate limit."""
+    emu.provider_stats(PROVIDER).requests += 1
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or key != emu.config.api_key:
+        return _error(emu, 401, "Unauthorized")
+    if emu.admit(PROVIDER, key, submit=submit) is not None:
+        return _error(emu, 429, "Too Many Requests: rate limit exceeded for your account tier")
+    return None
+
+
+async def _submit(request: web.Request, emu: Emulator, state: _State, route: str
+                  ) -> web.StreamResponse:
+    stats = emu.provider_stats(PROVIDER)
+    stats.submits += 1
+    refused = _guard(request, emu, submit=True)
+    if refused is not None:
+        return refused
+    body = await request.read()
+    try:
+        params = json.loads(body)
+    except ValueError:
+        return _error(emu, 400, "request body is not valid JSON")
+    problem = _validate(params, route, request, state)
+    if problem is not None:
+        return _error(emu, 400, problem)
+    if not emu.has_balance(PROVIDER):
+        return _error(emu, 402, "Insufficient balance: please top up your account")
+    for name, value in _DEFAULTS.items():
+        params.setdefault(name, value)
+    if route == "audio-to-audio":
+        params.setdefault("init_noise_level", 0.9)
+    # The emulator builds request ids from the model name, which must not hold slashes.
+    job = emu.create_job(PROVIDER, f"stable-audio-3-{route}", params, body)
+    state.routes[job.request_id] = route
+    _hold_for_concurrency(emu, job)
+    if params.get("enable_sync_mode"):
+        if SYNC_TIMEOUT_MARKER in job.prompt:
+            # The documented quirk: the wait gives up with a 504 while the job carries on.
+            emu.provider_stats(PROVIDER).errors[504] += 1
+            return web.json_response({"code": 504, "message": "sync mode timed out, poll the "
+                                      "prediction", "data": await _prediction(request, emu, state,
+                                                                              job)}, status=504)
+        await emu.wait_until_done(job)
+    return _envelope(await _prediction(request, emu, state, job))
+
+
+def _hold_for_concurrency(emu: Emulator, job: EmulatedJob) -> None:
+    """Delay ``job`` until one of the provider's concurrency slots is free (first in, first out).
+
+    Jobs start in the order they arrive, so the new one starts once all but ``limit - 1`` of
+    the earlier ones have finished: at the ``limit``-th latest of their end times.
+    """
+    limit = emu.config.concurrency.get(PROVIDER)
+    if not limit:
+        return
+    ends = heapq.nlargest(limit, (j.done_at for j in emu.jobs.values()
+                                  if j.provider == PROVIDER and j is not job))
+    if len(ends) < limit or ends[-1] <= job.queued_until:
+        return
+    shift = ends[-1] - job.queued_until
+    job.queued_until += shift
+    job.done_at += shift
+
+
+def _number(params: dict[str, Any], name: str) -> float | None:
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _validate(params: Any, route: str, request: web.Request, state: _State) -> str | None:
+    """The first problem with a submit body, worded ``<field>: <reason>``."""
+    if not isinstance(params, dict):
+        return "request body must be a JSON object"
+    prompt = params.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "prompt: is required"
+    negative = params.get("negative_prompt")
+    if negative is not None and not isinstance(negative, str):
+        return "negative_prompt: must be a string"
+    ranges = dict(_RANGES)
+    if route == "audio-to-audio":
+        ranges["init_noise_level"] = (0, 1)
+    for name, (lo, hi) in ranges.items():
+        if name not in params:
+            continue
+        value = _number(params, name)
+        if value is None or not lo <= value <= hi:
+            return f"{name}: must be a number between {lo:g} and {hi:g}"
+    steps = params.get("num_inference_steps")
+    if steps is not None and steps != int(steps):
+        return "num_inference_steps: must be an integer"
+    fmt = params.get("output_format", "mp3")
+    if fmt not in FORMATS:
+        return f"output_format: must be one of {', '.join(FORMATS)}"
+    if fmt not in SUPPORTED_FORMATS:
+        return f"output_format: the emulator renders only {', '.join(sorted(SUPPORTED_FORMATS))}"
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return "seed: must be an integer"
+    takes_audio = route in ("audio-to-audio", "audio-inpainting")
+    for name, used_by in (("audio", takes_audio),
+                          ("init_noise_level", route == "audio-to-audio"),
+                          ("mask_start_seconds", route == "audio-inpainting"),
+                          ("mask_end_seconds", route == "audio-inpainting")):
+        if name in params and not used_by:
+            return f"{name}: is not accepted by {FAMILY}/{route}"
+    if takes_audio:
+        problem = _audio_problem(params.get("audio"), request, state)
+        if problem is not None:
+            return problem
+    if route == "audio-inpainting":
+        start = _number(params, "mask_start_seconds")
+        end = _number(params, "mask_end_seconds")
+        if start is None or start < 0:
+            return "mask_start_seconds: is required, a number of seconds >= 0"
+        if end is None or end < 0:
+            return "mask_end_seconds: is required, a number of seconds >= 0"
+        if end <= start:
+            return "mask_end_seconds: must be greater than mask_start_seconds"
+    return None
+
+
+def _audio_problem(audio: Any, request: web.Request, state: _State) -> str | None:
+    """Why ``audio`` is not an input the model can fetch: not a URL, or an unknown upload."""
+    if not isinstance(audio, str) or not audio.startswith(("http://", "https://")):
+        return "audio: is required, an http(s) URL"
+    parts = urlsplit(audio)
+    if parts.netloc == request.host and parts.path.startswith(MEDIA_PREFIX) \
+            and parts.path[len(MEDIA_PREFIX):] not in state.media:
+        return f"audio: no uploaded file at {audio}"
+    return None
+
+
+async def _result(request: web.Request, emu: Emulator, state: _State) -> web.StreamResponse:
+    emu.provider_stats(PROVIDER).polls += 1
+    refused = _guard(request, emu, submit=False)
+    if refused is not None:
+        return refused
+    job = emu.jobs.get(request.match_info["request_id"])
+    if job is None or job.provider != PROVIDER:
+        return _error(emu, 404, "prediction not found")
+    return _envelope(await _prediction(request, emu, state, job))
+
+
+def _iso(emu: Emulator, monotonic: float) -> str:
+    wall = datetime.now(UTC) + timedelta(seconds=monotonic - emu.now())
+    return wall.isoformat().replace("+00:00", "Z")
+
+
+async def _prediction(request: web.Request, emu: Emulator, state: _State, job: EmulatedJob
+                      ) -> dict[str, Any]:
+    """The prediction object: the envelope's ``data``."""
+    phase = emu.phase(job)
+    base = f"{request.scheme}://{request.host}"
+    data: dict[str, Any] = {
+        "id": job.request_id,
+        "model": f"{FAMILY}/{state.routes.get(job.request_id, 'music')}",
+        "status": {"QUEUED": "created", "PROCESSING": "processing"}.get(phase, "completed"),
+        "outputs": [],
+        "urls": {"get": f"{base}/api/v3/predictions/{job.request_id}/result"},
+        "error": "",
+        "has_nsfw_contents": [],
+        "timings": {"inference": 0},
+        "created_at": _iso(emu, job.created),
+    }
+    if phase != "DONE":
+        return data
+    # Emulated milliseconds, as the real service would report them.
+    data["timings"]["inference"] = round(
+        (job.done_at - job.queued_until) / emu.config.time_scale * 1000)
+    if job.outcome == "FAILED":
+        data["status"] = "failed"
+        data["error"] = "Generation failed: the model could not produce audio for this prompt"
+    elif job.outcome == "ERROR":
+        data["status"] = "failed"
+        data["error"] = "Internal server error: the worker stopped unexpectedly"
+    elif job.params.get("enable_base64_output"):
+        audio, _ = await anyio.to_thread.run_sync(emu.render, job)
+        data["outputs"] = [base64.b64encode(audio).decode()]
+        data["has_nsfw_contents"] = [False]
+    else:
+        data["outputs"] = [emu.cdn_url(request, job)]
+        data["has_nsfw_contents"] = [False]
+    return data
+
+
+async def _upload(request: web.Request, emu: Emulator, state: _State) -> web.StreamResponse:
+    refused = _guard(request, emu, submit=False)
+    if refused is not None:
+        return refused
+    if request.content_type != "multipart/form-data":
+        return _error(emu, 400, "file: send a multipart/form-data body with a file field")
+    if (request.content_length or 0) > MAX_UPLOAD_BYTES + _CHUNK:
+        return _error(emu, 400, f"file: larger than {MAX_UPLOAD_BYTES // 1_000_000} MB")
+    file: tuple[bytes, str, str] | None = None
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise ValueError("nested multipart bodies are not form fields")
+            data = bytearray()
+            while chunk := await part.read_chunk(_CHUNK):
+                data += chunk
+                if len(data) > MAX_UPLOAD_BYTES:
+                    return _error(emu, 400,
+                                  f"file: larger than {MAX_UPLOAD_BYTES // 1_000_000} MB")
+            if part.name == "file" and part.filename is not None:
+                content_type = part.headers.get("Content-Type", "application/octet-stream")
+                file = (bytes(data), part.filename, content_type)
+    except (ValueError, LookupError, RuntimeError):
+        return _error(emu, 400, "body: malformed multipart/form-data")
+    if file is None or not file[0]:
+        return _error(emu, 400, "file: is required")
+    data_bytes, filename, content_type = file
+    suffix = PurePosixPath(filename).suffix
+    name = uuid.uuid4().hex + (suffix.lower() if _SUFFIX.fullmatch(suffix) else "")
+    state.media[name] = (data_bytes, content_type)
+    return _envelope({
+        "type": content_type.split("/")[0],
+        "download_url": f"{request.scheme}://{request.host}{MEDIA_PREFIX}{name}",
+        "filename": filename,
+        "size": len(data_bytes),
+    })

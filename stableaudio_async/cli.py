@@ -306,8 +306,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             print(f"emulator listening on {emu.url} (time scale {config.time_scale})",
                   flush=True)
             key = "emulator-key" if args.api_key is None else "<the --api-key value>"
-            print(f"  export STABLEAUDIO_PIXAZO_BASE_URL={emu.url} PIXAZO_API_KEY={key}",
-                  flush=True)
+            for name, provider in sorted(load_settings(env={}).providers.items()):
+                print(f"  export STABLEAUDIO_{name.upper()}_BASE_URL={emu.url} "
+                      f"{provider.api_key_env}={key}", flush=True)
             await anyio.sleep_forever()
         return EXIT_OK
 

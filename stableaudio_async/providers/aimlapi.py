@@ -98,7 +98,7 @@ class AimlapiAdapter(Adapter):
         """A 2xx holds the generation id (``…:stable-audio``) and its first status."""
         if not 200 <= reply.status < 300:
             raise self._error(reply, None)
-        data = self._body(reply, None)
+        data = self.json_object(reply, None)
         generation_id = data.get("id")
         if not isinstance(generation_id, str) or not generation_id:
             raise ProviderUnavailableError("submit reply has no generation id",
@@ -116,7 +116,7 @@ class AimlapiAdapter(Adapter):
         """Map the generation body onto the engine's status union."""
         if reply.status != 200:
             raise self._error(reply, handle.request_id)
-        return self._status(self._body(reply, handle.request_id), handle.request_id)
+        return self._status(self.json_object(reply, handle.request_id), handle.request_id)
 
     def _error(self, reply: HttpReply, request_id: str | None) -> ProviderError:
         """The engine's error for an error reply; a 403 about credits is an empty account."""
@@ -134,15 +134,6 @@ class AimlapiAdapter(Adapter):
                                             request_id=request_id, status=reply.status)
         return error
 
-    def _body(self, reply: HttpReply, request_id: str | None) -> dict[str, Any]:
-        try:
-            data = reply.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ProviderUnavailableError("reply is not a JSON object", provider=self.name,
-                                           request_id=request_id, status=reply.status)
-        return data
 
     def _status(self, data: Mapping[str, Any], request_id: str | None) -> RemoteStatus:
         """The one place AI/ML API's status words become engine statuses."""

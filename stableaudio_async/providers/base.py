@@ -11,7 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeGuard
+from urllib.parse import urlsplit
 
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.errors import (
@@ -218,6 +219,11 @@ class AudioStream:
     finish_reason: str | None = None
 
 
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
 class Adapter(ABC):
     """Translates jobs into one provider's requests and its replies into engine types."""
 
@@ -244,6 +250,25 @@ class Adapter(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
+
+    def json_object(self, reply: HttpReply, request_id: str | None = None) -> dict[str, Any]:
+        """The reply's body as a JSON object, or :class:`ProviderUnavailableError`."""
+        try:
+            data = reply.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ProviderUnavailableError("reply is not a JSON object", provider=self.name,
+                                           request_id=request_id, status=reply.status)
+        return data
+
+    def on_own_origin(self, url: object) -> TypeGuard[str]:
+        """Whether ``url`` is on the API's own scheme and host: the only place the key may go.
+
+        Providers hand back URLs to poll, fetch and cancel; following one elsewhere would
+        send the key with it.
+        """
+        return isinstance(url, str) and _origin(url) == _origin(self.base_url)
 
     def model_of(self, job: Job) -> str:
         """The model the job runs on."""

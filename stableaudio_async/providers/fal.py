@@ -156,7 +156,7 @@ class FalAdapter(Adapter):
         """The queue's receipt: request id, its status/response/cancel URLs and queue position."""
         if not 200 <= reply.status < 300:
             raise self._error(reply)
-        data = self._body(reply)
+        data = self.json_object(reply)
         request_id = data.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise ProviderUnavailableError(
@@ -168,7 +168,7 @@ class FalAdapter(Adapter):
         for key, path in (("status_url", "/status"), ("response_url", ""),
                           ("cancel_url", "/cancel")):
             given = data.get(key)
-            if isinstance(given, str) and _origin(given) == _origin(self.base_url):
+            if self.on_own_origin(given):
                 urls.append(given)
             elif fallback is not None:
                 urls.append(fallback + path)
@@ -189,7 +189,7 @@ class FalAdapter(Adapter):
         """Map the status body onto the engine's status union."""
         if reply.status != 200:
             raise self._error(reply, handle.request_id)
-        return self._status(self._body(reply, handle.request_id), handle.request_id)
+        return self._status(self.json_object(reply, handle.request_id), handle.request_id)
 
     def result_request(self, handle: RemoteHandle) -> HttpRequest:
         """GET the ``response_url``: the result, or the job's failure as an HTTP error."""
@@ -208,7 +208,7 @@ class FalAdapter(Adapter):
         """
         request_id = handle.request_id
         if reply.status == 200:
-            data = self._body(reply, request_id)
+            data = self.json_object(reply, request_id)
             output = data.get("audio")
             if output is None:
                 output = data.get("audio_file")
@@ -244,7 +244,7 @@ class FalAdapter(Adapter):
         """``{base}/{owner}/{app}/requests/{id}``, the app read off the submit URL."""
         base_path = urlsplit(self.base_url).path.rstrip("/")
         parts = urlsplit(submit_url)
-        if not submit_url or _origin(submit_url) != _origin(self.base_url) \
+        if not self.on_own_origin(submit_url) \
                 or not parts.path.startswith(base_path + "/"):
             return None
         # Status, result and cancel live under the model id alone, without its sub-path.
@@ -266,17 +266,6 @@ class FalAdapter(Adapter):
         return kind(message, provider=self.name, request_id=request_id, status=reply.status,
                     retry_after=error.retry_after)
 
-    def _body(self, reply: HttpReply, request_id: str | None = None) -> dict[str, Any]:
-        try:
-            data = reply.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ProviderUnavailableError(
-                "reply is not a JSON object", provider=self.name,
-                request_id=request_id, status=reply.status,
-            )
-        return data
 
     def _status(self, data: Mapping[str, Any], request_id: str | None) -> RemoteStatus:
         """The one place fal's status words become engine statuses."""
@@ -293,10 +282,6 @@ class FalAdapter(Adapter):
         raise ProviderUnavailableError(
             f"unknown status {word or 'missing'!r}", provider=self.name, request_id=request_id)
 
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _error_type(reply: HttpReply) -> str | None:

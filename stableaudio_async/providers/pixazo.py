@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import JobIssue, ProviderUnavailableError
@@ -98,7 +98,7 @@ class PixazoAdapter(Adapter):
         """A 202 holds the request id and polling URL; with ``sync_mode`` it may hold the audio."""
         if reply.status not in (200, 201, 202):
             raise error_from_reply(reply, provider=self.name)
-        data = self._body(reply)
+        data = self.json_object(reply)
         request_id = data.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise ProviderUnavailableError(
@@ -106,7 +106,7 @@ class PixazoAdapter(Adapter):
             )
         polling_url = data.get("polling_url")
         # The key goes with every poll, so only ever to the gateway we submitted to.
-        if not isinstance(polling_url, str) or _origin(polling_url) != _origin(self.base_url):
+        if not self.on_own_origin(polling_url):
             polling_url = f"{self.base_url}/v2/requests/status/{quote(request_id, safe='')}"
         return RemoteHandle(request_id, polling_url, self._status(data, request_id))
 
@@ -120,19 +120,8 @@ class PixazoAdapter(Adapter):
         """Map the status body onto the engine's status union."""
         if reply.status != 200:
             raise error_from_reply(reply, provider=self.name, request_id=handle.request_id)
-        return self._status(self._body(reply, handle.request_id), handle.request_id)
+        return self._status(self.json_object(reply, handle.request_id), handle.request_id)
 
-    def _body(self, reply: HttpReply, request_id: str | None = None) -> dict[str, Any]:
-        try:
-            data = reply.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ProviderUnavailableError(
-                "reply is not a JSON object", provider=self.name,
-                request_id=request_id, status=reply.status,
-            )
-        return data
 
     def _status(self, data: Mapping[str, Any], request_id: str | None) -> RemoteStatus:
         """The one place Pixazo's status words become engine statuses."""
@@ -158,10 +147,6 @@ class PixazoAdapter(Adapter):
             f"unknown status {word or 'missing'!r}", provider=self.name, request_id=request_id
         )
 
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _audio_from_output(output: Any) -> tuple[AudioSource, ...]:

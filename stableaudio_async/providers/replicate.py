@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import (
@@ -118,7 +118,7 @@ class ReplicateAdapter(Adapter):
         """A 201 holds the prediction: its id, its URLs and, after a hold, maybe its output."""
         if reply.status not in (200, 201, 202):
             raise self._error(reply)
-        data = self._body(reply)
+        data = self.json_object(reply)
         request_id = data.get("id")
         if not isinstance(request_id, str) or not request_id:
             raise ProviderUnavailableError("prediction has no id", provider=self.name,
@@ -135,7 +135,7 @@ class ReplicateAdapter(Adapter):
 
     def _own_url(self, given: Any, fallback: str) -> str:
         # The key goes with every poll and cancel, so only ever to the API we submitted to.
-        if isinstance(given, str) and _origin(given) == _origin(self.base_url):
+        if self.on_own_origin(given):
             return given
         return fallback
 
@@ -148,7 +148,7 @@ class ReplicateAdapter(Adapter):
         """Map the prediction onto the engine's status union."""
         if reply.status != 200:
             raise self._error(reply, handle.request_id)
-        return self._status(self._body(reply, handle.request_id), handle.request_id)
+        return self._status(self.json_object(reply, handle.request_id), handle.request_id)
 
     def cancel_request(self, handle: RemoteHandle) -> HttpRequest | None:
         """POST to the prediction's ``urls.cancel``."""
@@ -168,17 +168,6 @@ class ReplicateAdapter(Adapter):
                 error.retry_after = min(float(found.group(1)), RETRY_AFTER_CAP)
         return error
 
-    def _body(self, reply: HttpReply, request_id: str | None = None) -> dict[str, Any]:
-        try:
-            data = reply.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ProviderUnavailableError(
-                "reply is not a JSON object", provider=self.name,
-                request_id=request_id, status=reply.status,
-            )
-        return data
 
     def _status(self, data: Mapping[str, Any], request_id: str | None) -> RemoteStatus:
         """The one place Replicate's status words become engine statuses."""
@@ -223,10 +212,6 @@ def _whole(value: float | None) -> int | float | None:
         return int(value)
     return value
 
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _audio_from_output(output: Any) -> tuple[AudioSource, ...]:

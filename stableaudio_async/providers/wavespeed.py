@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import JobIssue, ProviderUnavailableError
@@ -205,7 +205,7 @@ class WaveSpeedAdapter(Adapter):
         urls = data.get("urls")
         poll_url = urls.get("get") if isinstance(urls, Mapping) else None
         # The key goes with every poll, so only ever to the API we submitted to.
-        if not isinstance(poll_url, str) or _origin(poll_url) != _origin(self.base_url):
+        if not self.on_own_origin(poll_url):
             poll_url = f"{self.base_url}/api/v3/predictions/{quote(request_id, safe='')}/result"
         return RemoteHandle(request_id, poll_url, self._status(data, request_id))
 
@@ -291,10 +291,6 @@ def _envelope_data(reply: HttpReply) -> dict[str, Any] | None:
     data = envelope.get("data") if isinstance(envelope, dict) else None
     return data if isinstance(data, dict) else None
 
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _audio_from_outputs(outputs: Any) -> tuple[AudioSource, ...]:

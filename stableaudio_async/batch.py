@@ -116,8 +116,12 @@ def _load_toml(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJo
     return jobs
 
 
-def load_batch(path: str | Path) -> list[LocatedJob]:
-    """Read a ``.jsonl`` or ``.toml`` batch file; raise :class:`InvalidBatchError` naming every bad job."""
+def load_batch(path: str | Path, settings: Settings | None = None) -> list[LocatedJob]:
+    """Read a ``.jsonl`` or ``.toml`` batch file; raise :class:`InvalidBatchError` naming every bad job.
+
+    With ``settings``, the jobs that parse are also checked against their providers
+    (:func:`check_jobs`), so one error lists every problem in the file at once.
+    """
     path = Path(path)
     source = str(path)
     try:
@@ -129,11 +133,17 @@ def load_batch(path: str | Path) -> list[LocatedJob]:
         jobs = _load_toml(text, source, issues)
     else:
         jobs = _load_jsonl(text, source, issues)
+    if settings is not None:
+        issues.extend(check_jobs(jobs, settings))
     if issues:
-        raise InvalidBatchError(issues)
+        raise InvalidBatchError(sorted(issues, key=_position))
     if not jobs:
         raise InvalidBatchError([JobIssue("the batch holds no jobs", source=source)])
     return jobs
+
+
+def _position(issue: JobIssue) -> tuple[str, int]:
+    return issue.source or "", issue.line or 0
 
 
 def check_jobs(jobs: Iterable[LocatedJob | Job], settings: Settings) -> list[JobIssue]:

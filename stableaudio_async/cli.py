@@ -195,7 +195,7 @@ def _execute(
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a batch file against the configured providers."""
     settings = load_settings(args.config)
-    jobs = load_batch(args.batch)
+    jobs = load_batch(args.batch, settings)
     return _execute(settings, jobs, Path(args.out), args, os.environ)
 
 

@@ -4,6 +4,7 @@ from stableaudio_async.batch import LocatedJob, check_jobs, load_batch
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.engine import Engine, ProviderProgress
 from stableaudio_async.errors import (
+    AudioInvalidError,
     AuthenticationError,
     ConfigError,
     ContentRejectedError,
@@ -24,6 +25,7 @@ from stableaudio_async.models import Job, JobResult, JobStatus, Task, Timings
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioInvalidError",
     "AuthenticationError",
     "ConfigError",
     "ContentRejectedError",

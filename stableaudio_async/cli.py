@@ -11,9 +11,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -29,11 +31,13 @@ from rich.table import Table
 
 from stableaudio_async import __version__
 from stableaudio_async.batch import LocatedJob, load_batch
+from stableaudio_async.budget import estimate, price_usd
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.emulator import Emulator, EmulatorConfig
 from stableaudio_async.engine import Engine, ProviderProgress
 from stableaudio_async.errors import ConfigError, InvalidBatchError, StableAudioError
-from stableaudio_async.models import JobResult
+from stableaudio_async.journal import JobState, read_records
+from stableaudio_async.models import JobResult, JobStatus
 from stableaudio_async.providers import ADAPTERS
 
 __all__ = ["main"]
@@ -124,17 +128,48 @@ def _progress_table(progress: Mapping[str, ProviderProgress], elapsed: float) ->
 
 
 def _print_summary(console: Console, results: Sequence[JobResult], elapsed: float,
-                   out_dir: Path) -> None:
-    completed = sum(r.ok for r in results)
-    failed = [r for r in results if not r.ok]
+                   out_dir: Path, *, total: int, interrupted: bool = False) -> None:
+    counts = Counter(r.status for r in results)
+    failed = [r for r in results if r.status is JobStatus.FAILED]
+    left = total - counts[JobStatus.COMPLETED] - counts[JobStatus.SKIPPED] - len(failed)
     console.print(
-        f"{len(results)} job(s) in {elapsed:.1f} s: {completed} completed, {len(failed)} failed; "
-        f"audio and manifest.jsonl in {out_dir}"
+        f"{total} job(s) in {elapsed:.1f} s: {counts[JobStatus.COMPLETED]} completed, "
+        f"{counts[JobStatus.SKIPPED]} already done, {len(failed)} failed, {left} left "
+        f"to run{' (interrupted)' if interrupted else ''}; audio and manifest.jsonl in {out_dir}"
     )
     for result in failed[:20]:
         console.print(f"  failed {result.id} ({result.provider}): {result.error}")
     if len(failed) > 20:
         console.print(f"  … and {len(failed) - 20} more (see manifest.jsonl)")
+    held = [r for r in results if r.status is JobStatus.PENDING]
+    if held:
+        console.print(f"  {len(held)} job(s) held back: {held[0].error}")
+    if left:
+        console.print("  rerun the same command to pick up where this run stopped")
+
+
+#: After the first Ctrl-C or SIGTERM, how long submits already on the wire may take to be
+#: answered (so their request ids reach the journal) before the run is cut short.
+STOP_GRACE_SECONDS = 3.0
+
+
+async def _watch_signals(engine: Engine, console: Console, stopped: list[bool]) -> None:
+    """First SIGINT/SIGTERM: stop submitting, let in-flight submits land, end the run.
+
+    A second one exits at once; the journal (SQLite, synchronous commits) survives that.
+    """
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if stopped:
+                console.print("second signal: exiting now")
+                os._exit(EXIT_INTERRUPTED)
+            stopped.append(True)
+            console.print(f"{signal.Signals(signum).name}: no new submissions; in-flight jobs "
+                          "are recorded and resume on the next run (again to exit at once)")
+            engine.stop()
+            with anyio.move_on_after(STOP_GRACE_SECONDS):
+                await engine.submits_settled()
+            engine.abort()
 
 
 async def _run_batch(
@@ -145,32 +180,41 @@ async def _run_batch(
     env: Mapping[str, str],
     console: Console,
     live: bool,
+    force: bool = False,
+    max_cost_usd: float | None = None,
 ) -> int:
     started = time.monotonic()
     results: list[JobResult] = []
-    async with Engine(settings, out_dir=out_dir, env=env) as engine:
+    stopped: list[bool] = []
+    async with Engine(settings, out_dir=out_dir, env=env, force=force,
+                      max_cost_usd=max_cost_usd) as engine:
         engine.prepare(jobs)  # the whole batch and every key it needs, before any request
-        if live:
-            with Live(_progress_table({}, 0.0), console=console, refresh_per_second=4,
-                      transient=False) as display:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, engine, console, stopped)
+            if live:
+                with Live(_progress_table({}, 0.0), console=console, refresh_per_second=4,
+                          transient=False) as display:
 
-                async def refresh() -> None:
-                    while True:
-                        display.update(_progress_table(engine.progress(),
-                                                       time.monotonic() - started))
-                        await anyio.sleep(0.25)
+                    async def refresh() -> None:
+                        while True:
+                            display.update(_progress_table(engine.progress(),
+                                                           time.monotonic() - started))
+                            await anyio.sleep(0.25)
 
-                async with anyio.create_task_group() as tg:
                     tg.start_soon(refresh)
                     async for result in engine.run(jobs):
                         results.append(result)
-                    tg.cancel_scope.cancel()
-                display.update(_progress_table(engine.progress(), time.monotonic() - started))
-        else:
-            async for result in engine.run(jobs):
-                results.append(result)
-    _print_summary(console, results, time.monotonic() - started, out_dir)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+                    display.update(_progress_table(engine.progress(),
+                                                   time.monotonic() - started))
+            else:
+                async for result in engine.run(jobs):
+                    results.append(result)
+            tg.cancel_scope.cancel()
+    _print_summary(console, results, time.monotonic() - started, out_dir,
+                   total=len(jobs), interrupted=bool(stopped))
+    if stopped:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if len(results) == len(jobs) and all(r.ok for r in results) else EXIT_FAILED
 
 
 def _execute(
@@ -185,8 +229,33 @@ def _execute(
     level = logging.WARNING if live and args.log_level == "info" else _LEVELS[args.log_level]
     configure_logging(fmt=args.log_format, level=level,
                       secrets=_known_secrets(settings, env), stream=sys.stderr)
+    force = getattr(args, "force", False)
+    max_cost = getattr(args, "max_cost", None)
     return anyio.run(lambda: _run_batch(settings, jobs, out_dir, env=env, console=console,
-                                        live=live))
+                                        live=live, force=force, max_cost_usd=max_cost))
+
+
+def _dry_run(settings: Settings, jobs: Sequence[LocatedJob], out_dir: Path) -> int:
+    """Print every job, its provider and price, and the totals; send nothing."""
+    done = {r.job_id for r in read_records(out_dir) if r.state is JobState.COMPLETED}
+    for item in jobs:
+        job = item.job
+        price = price_usd(job, settings)
+        note = " (already done: skipped)" if job.id in done else ""
+        cost = f"${price:.4f}" if price is not None else "price unknown"
+        print(f"{job.id}  {job.provider}  {job.model or '-'}  {job.task}  {cost}{note}")
+    todo = [item.job for item in jobs if item.job.id not in done]
+    est = estimate(todo, settings)
+    for provider in sorted(est.jobs):
+        unpriced = est.unpriced.get(provider, 0)
+        print(f"{provider}: {est.jobs[provider]} job(s) to run, "
+              f"${est.usd.get(provider, 0.0):.4f}"
+              + (f" + {unpriced} without a known price" if unpriced else ""))
+    print(f"total: {len(todo)} job(s) to run ({len(jobs) - len(todo)} already done), "
+          f"estimated ${est.total_usd:.4f}"
+          + (" plus jobs without a known price (set providers.<name>.price_usd)"
+             if est.unpriced else ""))
+    return EXIT_OK
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -196,7 +265,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a batch file against the configured providers."""
     settings = load_settings(args.config)
     jobs = load_batch(args.batch, settings)
+    if args.dry_run:
+        return _dry_run(settings, jobs, Path(args.out))
+    if args.max_cost is not None:
+        unpriced = sorted({i.job.provider for i in jobs if price_usd(i.job, settings) is None})
+        if unpriced:
+            raise ConfigError(
+                f"--max-cost needs a price for every job; none is known for "
+                f"{', '.join(unpriced)} (set providers.<name>.price_usd in the config)")
     return _execute(settings, jobs, Path(args.out), args, os.environ)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show a batch's state from its journal: jobs per state and provider, what is left."""
+    records = read_records(Path(args.out))
+    if not records:
+        print(f"no journal in {args.out}")
+        return EXIT_INVALID
+    table: dict[str, Counter[str]] = {}
+    for record in records:
+        table.setdefault(record.provider, Counter())[record.state] += 1
+    states = [state.value for state in JobState]
+    print("provider".ljust(12) + "".join(state.rjust(12) for state in states))
+    for provider, counts in sorted(table.items()):
+        print(provider.ljust(12) + "".join(str(counts[state]).rjust(12) for state in states))
+    doubtful = [r.job_id for r in records if r.possibly_duplicated]
+    if doubtful:
+        print(f"possibly duplicated (submit in flight at a crash, sent again): "
+              f"{', '.join(doubtful)}")
+    unfinished = [r for r in records if r.state not in (JobState.COMPLETED, JobState.FAILED)]
+    print(f"{len(records)} job(s): {len(unfinished)} left to finish "
+          f"(rerun the same command to resume)" if unfinished else
+          f"{len(records)} job(s), all finished")
+    return EXIT_OK
 
 
 def _demo_batch() -> Path:
@@ -338,7 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a batch (JSONL or TOML)")
     run.add_argument("batch", help="batch file: .jsonl (one job per line) or .toml")
     _add_output_options(run)
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate the batch and print jobs, providers and estimated cost; "
+                          "send nothing")
+    run.add_argument("--max-cost", type=float, metavar="USD",
+                     help="never let spent plus in-flight cost (this output folder) exceed "
+                          "this many dollars; the rest stay pending and resumable")
+    run.add_argument("--force", action="store_true",
+                     help="regenerate jobs already completed in the output folder")
     run.set_defaults(func=cmd_run)
+
+    status = commands.add_parser("status", help="show a batch's state from its journal")
+    status.add_argument("--out", default="out", help="output folder (default: out)")
+    status.set_defaults(func=cmd_status)
 
     demo = commands.add_parser("demo", help="run a demo batch against the built-in emulator")
     demo.add_argument("batch", nargs="?", help="batch file (default: the packaged demo batch)")

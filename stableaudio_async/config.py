@@ -115,6 +115,9 @@ class ProviderSettings(_Frozen):
     #: uploads, cancels), for providers that publish one (Replicate).
     poll_rate_limit: RateLimit | None = None
     max_in_flight: int = Field(default=8, ge=1)
+    #: Price of one job in US dollars, overriding the provider's published one (or giving
+    #: one where none is published), for estimates and ``--max-cost``.
+    price_usd: float | None = Field(default=None, ge=0)
     poll: PollPolicy = Field(default_factory=PollPolicy)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     request_timeout: float = Field(default=60.0, gt=0)

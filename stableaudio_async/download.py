@@ -26,7 +26,7 @@ from stableaudio_async.errors import DownloadError, ProviderUnavailableError
 from stableaudio_async.http import translate_errors
 from stableaudio_async.models import AudioSource, InlineAudio
 
-__all__ = ["AtomicWriter", "WrittenFile", "decode_data_uri", "fetch_audio", "write_body"]
+__all__ = ["TEMP_SUFFIX", "AtomicWriter", "WrittenFile", "decode_data_uri", "fetch_audio", "write_body"]
 
 TEMP_SUFFIX = ".part"
 

@@ -8,9 +8,12 @@ job ends as a failed :class:`JobResult`; it never cancels the others.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -22,10 +25,13 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from stableaudio_async.audiocheck import check_audio
 from stableaudio_async.batch import LocatedJob, check_jobs
+from stableaudio_async.budget import USD_PER_UNIT, Budget, price_usd
 from stableaudio_async.config import ProviderSettings, RetryPolicy, Settings
-from stableaudio_async.download import WrittenFile, fetch_audio, write_body
+from stableaudio_async.download import TEMP_SUFFIX, WrittenFile, fetch_audio, write_body
 from stableaudio_async.errors import (
+    AudioInvalidError,
     AuthenticationError,
     ConfigError,
     ContentRejectedError,
@@ -39,12 +45,14 @@ from stableaudio_async.errors import (
     RateLimitedError,
 )
 from stableaudio_async.http import open_reply, read_reply, send, send_tracing
+from stableaudio_async.journal import JobState, Journal
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import (
     Failed,
     Job,
     JobResult,
     JobStatus,
+    Queued,
     RemoteHandle,
     RemoteStatus,
     Running,
@@ -77,6 +85,37 @@ class ProviderProgress:
     requests: int
     rate: float
     rate_limit: float | None
+
+
+class _HeldBack(Exception):
+    """A job not submitted in this run (stopping, or the cost cap): it stays pending."""
+
+
+def _remove_stale_parts(out_dir: Path) -> None:
+    """Delete temporary files a killed run left behind (this engine has written none yet)."""
+    for part in out_dir.glob(f".*{TEMP_SUFFIX}"):
+        part.unlink(missing_ok=True)
+
+
+async def _intact(result: JobResult) -> bool:
+    """Whether a finished job's file is still on disk, whole and unchanged."""
+    if result.path is None or result.sha256 is None:
+        return False
+    path = anyio.Path(result.path)
+    try:
+        if (await path.stat()).st_size != result.bytes:
+            return False
+    except OSError:
+        return False
+
+    def digest() -> str:
+        h = hashlib.sha256()
+        with open(result.path, "rb") as fh:  # type: ignore[arg-type]
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+
+    return await anyio.to_thread.run_sync(digest) == result.sha256
 
 
 class _Counts:
@@ -160,7 +199,10 @@ class _JobRun:
         self.seed = seed
         self.request_id: str | None = None
         self.finish_reason: str | None = None
+        self.possibly_duplicated = False
         self.attempts = 0
+        #: Attempts recorded by earlier runs; an intent is journalled once per run.
+        self.journal_attempts = 0
         self.marks: dict[str, float] = {}
         self.counter = "waiting"
         counts.waiting += 1
@@ -203,7 +245,8 @@ class _JobRun:
             content_type=written.content_type if written else None,
             request_id=self.request_id, seed=self.seed, finish_reason=self.finish_reason,
             cost=price[0] if price else None, cost_unit=price[1] if price else None,
-            attempts=self.attempts, timings=self.timings(), error=error,
+            attempts=self.attempts, possibly_duplicated=self.possibly_duplicated,
+            timings=self.timings(), error=error,
             error_type=error_type, http_status=http_status,
         )
 
@@ -229,9 +272,13 @@ class Engine:
         out_dir: str | Path = "out",
         env: Mapping[str, str] | None = None,
         rand: Callable[[], float] | None = None,
+        force: bool = False,
+        max_cost_usd: float | None = None,
     ) -> None:
         self.settings = settings
         self.out_dir = Path(out_dir)
+        self.force = force
+        self.max_cost_usd = max_cost_usd
         self._env = env
         self._rand = rand or random.Random().random
         self._providers: dict[str, _Provider] = {}
@@ -240,6 +287,13 @@ class Engine:
         self._manifest = Manifest(self.out_dir)
         self._uploads: dict[tuple[str, str], str] = {}
         self._upload_locks: dict[tuple[str, str], anyio.Lock] = {}
+        self._journal = Journal(self.out_dir)
+        self._budget: Budget | None = None
+        self._stopping = False
+        self._batch_scopes: set[anyio.CancelScope] = set()
+        # Submits on the wire whose answer (and request id) is still to come.
+        self._submitting = 0
+        self._submits_settled = anyio.Event()
 
     async def __aenter__(self) -> Self:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +301,11 @@ class Engine:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
                                               trace_configs=[send_tracing()])
+        await self._journal.__aenter__()
+        await self._manifest.load()
+        await anyio.to_thread.run_sync(_remove_stale_parts, self.out_dir)
+        if self.max_cost_usd is not None:
+            self._budget = Budget(self.max_cost_usd, spent_usd=await self._spent_usd())
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         return self
@@ -268,6 +327,35 @@ class Engine:
             self._tg = None
             await self._session.close()
             self._session = None
+            await self._journal.__aexit__(None, None, None)
+
+    async def _spent_usd(self) -> float:
+        """What finished jobs in this output folder have cost, for the ``--max-cost`` cap."""
+        spent = 0.0
+        for record in await self._journal.records():
+            result = record.result
+            if result is not None and result.cost is not None and result.cost_unit is not None:
+                spent += result.cost * USD_PER_UNIT.get(result.cost_unit, 0.0)
+        return spent
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Send no more submits. Jobs already accepted go on until :meth:`abort`."""
+        self._stopping = True
+        if self._submitting == 0:
+            self._submits_settled.set()
+
+    async def submits_settled(self) -> None:
+        """Wait until no submit is on the wire (after :meth:`stop`)."""
+        await self._submits_settled.wait()
+
+    def abort(self) -> None:
+        """End every running batch now. Accepted jobs keep their request ids in the journal and
+        are not cancelled remotely, so the next run resumes them."""
+        self._stopping = True
+        for scope in list(self._batch_scopes):
+            scope.cancel()
 
     # -- preparation -----------------------------------------------------------------------
 
@@ -309,8 +397,10 @@ class Engine:
         if self._tg is None:
             raise RuntimeError("use `async with Engine(...)` before running jobs")
         batch = self.prepare(jobs)
+        await self._journal.register(batch)
         send_results, receive_results = anyio.create_memory_object_stream[JobResult](math.inf)
         scope = anyio.CancelScope()
+        self._batch_scopes.add(scope)
         self._tg.start_soon(self._run_batch, batch, send_results, scope)
         try:
             async with receive_results:
@@ -318,12 +408,14 @@ class Engine:
                     yield result
         finally:
             scope.cancel()
+            self._batch_scopes.discard(scope)
 
     async def generate(self, job: Job) -> JobResult:
         """Run one job and return its result."""
         if self._session is None:
             raise RuntimeError("use `async with Engine(...)` before running jobs")
         (job,) = self.prepare([job])
+        await self._journal.register([job])
         return await self._run_job(job)
 
     def progress(self) -> dict[str, ProviderProgress]:
@@ -344,21 +436,52 @@ class Engine:
 
     async def _run_job(self, job: Job) -> JobResult:
         provider = self._providers[job.provider]
-        run = _JobRun(provider.counts, started=anyio.current_time(), seed=job.seed)
         bound = log.bind(job_id=job.id, provider=job.provider)
+        record = await self._journal.get(job.id)
+        if record is not None and self.force and record.state is not JobState.PENDING:
+            await self._journal.reset(job.id)
+            record = None
+        if record is not None and record.state is JobState.COMPLETED and record.result \
+                and await _intact(record.result):
+            bound.info("job.skipped", reason="already completed in this output folder")
+            if job.id not in self._manifest.ids:
+                # The last run died between journal and manifest: complete the manifest.
+                await self._manifest.append(record.result)
+            return record.result.model_copy(update={"status": JobStatus.SKIPPED,
+                                                    "timings": Timings()})
+        run = _JobRun(provider.counts, started=anyio.current_time(), seed=job.seed)
+        resume: RemoteHandle | None = None
+        if record is not None:
+            run.attempts = run.journal_attempts = record.attempts
+            if record.state is JobState.SUBMITTED and record.request_id \
+                    and not provider.adapter.synchronous:
+                resume = RemoteHandle(record.request_id, record.poll_url, Queued(),
+                                      record.result_url, record.cancel_url)
+            elif record.state in (JobState.SUBMITTING, JobState.SUBMITTED):
+                # The last run died with this submit on the wire (or, for a synchronous
+                # provider, mid-reply): no id to look it up by, so it is sent again, flagged.
+                run.possibly_duplicated = True
         price = provider.adapter.cost(job)
+        reserved: float | None = None
         try:
             if provider.adapter.synchronous:
                 # The connection is held for the whole generation, download included.
                 async with provider.slots:
                     provider.check_open()
+                    reserved = self._reserve(job)
                     written = await self._generate(provider, job, run, bound)
             else:
                 # The slot is the provider's: it is free again once the job is final, and the
                 # download proceeds without it.
                 async with provider.slots:
                     provider.check_open()
-                    handle = await self._submit(provider, job, run, bound)
+                    if resume is None:
+                        reserved = self._reserve(job)
+                        handle = await self._submit(provider, job, run, bound)
+                    else:
+                        handle = resume
+                        run.request_id = handle.request_id
+                        bound.info("job.resumed", request_id=handle.request_id)
                     bound = bound.bind(request_id=handle.request_id)
                     run.move("queued")
                     final = await self._follow(provider, job, handle, run, bound)
@@ -367,6 +490,11 @@ class Engine:
                 run.move("downloading")
                 run.marks["download"] = anyio.current_time()
                 written = await self._download(provider, job, accepted, handle.request_id, bound)
+            await self._check_audio(provider, job, run, written)
+        except _HeldBack as held:
+            self._settle(reserved, 0.0)
+            bound.info("job.held_back", reason=str(held))
+            return run.result(job, JobStatus.PENDING, error=str(held))
         except ProviderError as exc:
             exc.with_context(job_id=job.id, request_id=run.request_id)
             # An error body may name the request even when no submit was accepted.
@@ -376,7 +504,7 @@ class Engine:
             run.move("failed")
             bound.warning("job.failed", error=str(exc), error_type=type(exc).__name__,
                           http_status=exc.status)
-            charged = isinstance(exc, JobFailedError) and exc.charged \
+            charged = isinstance(exc, JobFailedError | AudioInvalidError) and exc.charged \
                 and not provider.adapter.free_failures
             result = run.result(job, JobStatus.FAILED, error=exc.message,
                                 error_type=type(exc).__name__, http_status=exc.status,
@@ -392,8 +520,44 @@ class Engine:
             result = run.result(job, JobStatus.COMPLETED, written=written, price=price)
             bound.info("job.completed", path=str(written.path), bytes=written.size,
                        seconds=round(result.timings.total, 3))
+        billed = result.cost is not None and result.cost > 0
+        self._settle(reserved, (price_usd(job, self.settings) or 0.0) if billed else 0.0)
+        # Journal first: it is what a rerun trusts; the manifest is the user's record.
+        await self._journal.finished(result)
         await self._manifest.append(result)
         return result
+
+    def _reserve(self, job: Job) -> float | None:
+        """Before a submit: refuse once stopping, and set the job's price aside under the cap."""
+        if self._stopping:
+            raise _HeldBack("not submitted: the run was stopped")
+        if self._budget is None:
+            return None
+        price = price_usd(job, self.settings) or 0.0
+        if not self._budget.reserve(price):
+            raise _HeldBack(f"not submitted: it would take spending over --max-cost "
+                            f"${self._budget.cap_usd:g}")
+        return price
+
+    def _settle(self, reserved: float | None, charged: float) -> None:
+        if self._budget is not None and reserved is not None:
+            self._budget.settle(reserved, charged)
+
+    async def _check_audio(self, provider: _Provider, job: Job, run: _JobRun,
+                           written: WrittenFile) -> None:
+        """Keep a download only if it is audio of the format and about the length asked for."""
+        problem = await anyio.to_thread.run_sync(functools.partial(
+            check_audio, written.path, expected_format=provider.adapter.output_format(job),
+            expected_duration=job.duration))
+        if problem is None:
+            return
+        # Kept beside the real outputs for inspection, never under the final name.
+        rejected = written.path.with_name(f"{job.id}.rejected{written.path.suffix}")
+        written.path.replace(rejected)
+        error = AudioInvalidError(f"{problem.reason}: {problem.detail}", provider=provider.name,
+                                  job_id=job.id, request_id=run.request_id)
+        error.reason = problem.reason
+        raise error
 
     def _accept(
         self, provider: _Provider, job: Job, run: _JobRun, final: RemoteStatus
@@ -471,11 +635,14 @@ class Engine:
         request = provider.adapter.submit_request(job, await self._input_audio(provider, job, bound))
 
         async def attempt(on_sent: Callable[[], None]) -> RemoteHandle:
-            run.attempts += 1
-            reply = await send(session, request, provider=provider.name,
-                               total_timeout=provider.settings.request_timeout, on_sent=on_sent)
-            handle = provider.adapter.parse_submit(reply)
-            run.request_id = handle.request_id
+            async with self._submit_attempt(job, run):
+                reply = await send(session, request, provider=provider.name,
+                                   total_timeout=provider.settings.request_timeout,
+                                   on_sent=on_sent)
+                handle = provider.adapter.parse_submit(reply)
+                run.request_id = handle.request_id
+                # Durable before anything else happens: a rerun polls this id, never resubmits.
+                await self._journal.submitted(job.id, handle)
             return handle
 
         handle = await self._retrying("submit", provider.settings.retry, attempt,
@@ -499,11 +666,11 @@ class Engine:
         chunk_size = self.settings.download.chunk_size
 
         async def attempt(on_sent: Callable[[], None]) -> WrittenFile:
-            run.attempts += 1
             run.marks["running"] = anyio.current_time()
-            async with open_reply(session, request, provider=provider.name,
-                                  total_timeout=provider.settings.request_timeout,
-                                  on_sent=on_sent) as response:
+            async with self._submit_attempt(job, run), open_reply(
+                    session, request, provider=provider.name,
+                    total_timeout=provider.settings.request_timeout,
+                    on_sent=on_sent) as response:
                 headers = {k.lower(): v for k, v in response.headers.items()}
                 run.marks["done"] = run.marks["download"] = anyio.current_time()
                 stream = adapter.audio_stream(response.status, headers)
@@ -515,6 +682,9 @@ class Engine:
                     return await fetch_audio(session, final.audio[0], dest,
                                              provider=provider.name)
                 run.request_id = stream.request_id
+                # Generated (and billed) from here on: a crash mid-body is not a free retry.
+                await self._journal.submitted(
+                    job.id, RemoteHandle(stream.request_id, None, Running()))
                 if stream.seed is not None:
                     run.seed = stream.seed
                 self._check_finish(provider, run, stream.finish_reason)
@@ -528,6 +698,23 @@ class Engine:
         bound.info("job.generated", request_id=run.request_id, attempts=run.attempts,
                    seed=run.seed)
         return written
+
+    @asynccontextmanager
+    async def _submit_attempt(self, job: Job, run: _JobRun) -> AsyncIterator[None]:
+        """Around one submit attempt: stop if stopping, record the intent durably first, and
+        count the attempt as on the wire until its answer is in."""
+        if self._stopping:
+            raise _HeldBack("not submitted: the run was stopped")
+        if run.attempts == run.journal_attempts:
+            await self._journal.intent(job, possibly_duplicated=run.possibly_duplicated)
+        run.attempts += 1
+        self._submitting += 1
+        try:
+            yield
+        finally:
+            self._submitting -= 1
+            if self._stopping and self._submitting == 0:
+                self._submits_settled.set()
 
     async def _input_audio(
         self, provider: _Provider, job: Job, bound: structlog.typing.FilteringBoundLogger
@@ -606,7 +793,9 @@ class Engine:
         )
         try:
             async for status in statuses:
-                bound.debug("job.status", status=type(status).__name__.lower())
+                word = type(status).__name__.lower()
+                bound.debug("job.status", status=word)
+                self._journal.status(job.id, word)
                 if isinstance(status, Running) and "running" not in run.marks:
                     run.marks["running"] = anyio.current_time()
                     run.move("running")
@@ -614,9 +803,11 @@ class Engine:
             await self._cancel_remote(provider, handle, bound)
             raise
         except anyio.get_cancelled_exc_class():
-            # The caller gave up on the job: so should the provider, where it can.
-            with anyio.CancelScope(shield=True):
-                await self._cancel_remote(provider, handle, bound)
+            # The caller gave up on the job: so should the provider, where it can. Not when
+            # the run is being stopped: the journal keeps the id and the next run resumes it.
+            if not self._stopping:
+                with anyio.CancelScope(shield=True):
+                    await self._cancel_remote(provider, handle, bound)
             raise
         if not isinstance(status, Succeeded | Failed):  # poll_until_done ends on a final status
             raise ProviderUnavailableError("status polling ended without a final status",

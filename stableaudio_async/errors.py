@@ -14,7 +14,8 @@
         ├── ProviderUnavailableError 5xx, connection failures, malformed replies
         ├── JobFailedError           the provider ran the job and says it failed
         ├── DeadlineExceededError    the job did not finish in time (also a TimeoutError)
-        └── DownloadError            the audio could not be fetched or written
+        ├── DownloadError            the audio could not be fetched or written
+        └── AudioInvalidError        the file is not audio of the format and length asked for
 
 Every :class:`ProviderError` carries ``provider``, ``job_id``, ``request_id``, ``status`` and
 ``retry_after``. None of them ever carries an API key: messages are built from status codes,
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AudioInvalidError",
     "AuthenticationError",
     "ConfigError",
     "ContentRejectedError",
@@ -168,3 +170,11 @@ class DeadlineExceededError(ProviderError, TimeoutError):
 
 class DownloadError(ProviderError):
     """The audio could not be downloaded, decoded or written to disk."""
+
+
+class AudioInvalidError(ProviderError):
+    """The provider delivered a file that is not what was asked for (``reason``: ``truncated``,
+    ``wrong_format``, ``too_long``, ``unreadable``, ``empty``); the generation was billed."""
+
+    reason: str = "unreadable"
+    charged: bool = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,9 +21,35 @@ class Manifest:
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / MANIFEST_NAME
         self._lock = anyio.Lock()
+        #: Ids of the jobs with a line in the manifest (see :meth:`load`).
+        self.ids: set[str] = set()
+
+    async def load(self) -> None:
+        """Read the ids already listed, dropping a last line a crash left half-written."""
+        self.ids = await anyio.to_thread.run_sync(self._load)
+
+    def _load(self) -> set[str]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return set()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            # A process killed mid-append: cut the fragment so the next line starts clean.
+            with open(self.path, "r+b") as fh:
+                fh.truncate(end)
+                os.fsync(fh.fileno())
+        ids = set()
+        for line in data[:end].splitlines():
+            try:
+                ids.add(str(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return ids
 
     async def append(self, result: JobResult) -> None:
         """Append ``result`` as one line and make it durable before returning."""
+        self.ids.add(result.id)
         line = result.model_dump_json() + "\n"
         async with self._lock:
             # Shielded: a line cancelled halfway would corrupt the manifest for good.

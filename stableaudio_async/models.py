@@ -168,10 +168,14 @@ class RemoteHandle:
 
 
 class JobStatus(StrEnum):
-    """Where a job ended."""
+    """Where a job ended (in this run)."""
 
     COMPLETED = "completed"
     FAILED = "failed"
+    #: Already done in this output folder (same id, file present, checksum matching).
+    SKIPPED = "skipped"
+    #: Not run: stopped, or held back by the cost cap; a rerun picks it up.
+    PENDING = "pending"
 
 
 class Timings(BaseModel):
@@ -207,6 +211,9 @@ class JobResult(BaseModel):
     cost: float | None = None
     cost_unit: str | None = None
     attempts: int = 0
+    #: The submit was in flight when an earlier run died, and was sent again: the provider
+    #: may have run (and billed) the job twice.
+    possibly_duplicated: bool = False
     timings: Timings = Field(default_factory=Timings)
     error: str | None = None
     error_type: str | None = None
@@ -214,5 +221,5 @@ class JobResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """True when the audio is on disk."""
-        return self.status is JobStatus.COMPLETED
+        """True when the audio is on disk (made now, or found from an earlier run)."""
+        return self.status in (JobStatus.COMPLETED, JobStatus.SKIPPED)

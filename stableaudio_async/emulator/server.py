@@ -31,6 +31,8 @@ __all__ = ["EmulatedJob", "EmulatedLimit", "Emulator", "EmulatorConfig", "Provid
 #: A prompt holding one of these makes the emulated job end that way (for tests and CI users).
 FAIL_MARKER = "emulator:fail"
 ERROR_MARKER = "emulator:error"
+#: A prompt holding this gets audio half as long as asked for (a provider cutting corners).
+SHORT_MARKER = "emulator:short"
 
 
 class EmulatedLimit(BaseModel):
@@ -380,6 +382,8 @@ class Emulator:
         kbps = int(str(bitrate).rstrip("kK")) if bitrate else None
         seed = job.params.get("seed")
         duration = float(job.params.get("duration") or 30)
+        if SHORT_MARKER in job.prompt:
+            duration /= 2
         data = render_audio(job.prompt, seed if isinstance(seed, int) else None, duration, fmt,
                             bitrate_kbps=kbps)
         self.provider_stats(job.provider).served[job.request_id] = hashlib.sha256(data).hexdigest()

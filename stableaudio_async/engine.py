@@ -45,7 +45,7 @@ from stableaudio_async.errors import (
     RateLimitedError,
 )
 from stableaudio_async.http import open_reply, read_reply, send, send_tracing
-from stableaudio_async.journal import JobState, Journal
+from stableaudio_async.journal import JobState, JobStore, Journal
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import (
     Failed,
@@ -274,6 +274,7 @@ class Engine:
         rand: Callable[[], float] | None = None,
         force: bool = False,
         max_cost_usd: float | None = None,
+        journal: JobStore | None = None,
     ) -> None:
         self.settings = settings
         self.out_dir = Path(out_dir)
@@ -287,7 +288,7 @@ class Engine:
         self._manifest = Manifest(self.out_dir)
         self._uploads: dict[tuple[str, str], str] = {}
         self._upload_locks: dict[tuple[str, str], anyio.Lock] = {}
-        self._journal = Journal(self.out_dir)
+        self._journal: JobStore = journal if journal is not None else Journal(self.out_dir)
         self._budget: Budget | None = None
         self._stopping = False
         self._batch_scopes: set[anyio.CancelScope] = set()

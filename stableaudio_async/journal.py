@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import anyio
 import anyio.from_thread
@@ -37,7 +37,15 @@ from pydantic import ValidationError
 from stableaudio_async.errors import StableAudioError
 from stableaudio_async.models import Job, JobResult, JobStatus, RemoteHandle
 
-__all__ = ["JOURNAL_NAME", "JobRecord", "JobState", "Journal", "JournalError", "read_records"]
+__all__ = [
+    "JOURNAL_NAME",
+    "JobRecord",
+    "JobState",
+    "JobStore",
+    "Journal",
+    "JournalError",
+    "read_records",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -157,6 +165,32 @@ class _Op:
     event: anyio.Event = field(default_factory=anyio.Event)
     value: Any = None
     error: BaseException | None = None
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """What the engine needs from a journal; :class:`Journal` is the SQLite one.
+
+    ``intent``, ``submitted`` and ``finished`` must be durable when they return; ``status``
+    may be batched. Another backend (a shared database for several machines, say) implements
+    this and is passed to the engine.
+    """
+
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> Any: ...
+    async def register(self, jobs: Sequence[Job]) -> None: ...
+    async def intent(self, job: Job, *, possibly_duplicated: bool = False) -> None: ...
+    async def submitted(self, job_id: str, handle: RemoteHandle) -> None: ...
+    async def finished(self, result: JobResult) -> None: ...
+    async def reset(self, job_id: str) -> None: ...
+    def status(self, job_id: str, word: str) -> None: ...
+    async def get(self, job_id: str) -> JobRecord | None: ...
+    async def records(self) -> list[JobRecord]: ...
 
 
 class Journal:

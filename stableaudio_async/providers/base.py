@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal, TypeGuard
 from urllib.parse import urlsplit
 
 from stableaudio_async.config import ProviderSettings
+from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import (
     AuthenticationError,
     ContentRejectedError,
@@ -26,7 +27,17 @@ from stableaudio_async.errors import (
     RateLimitedError,
 )
 from stableaudio_async.http import HttpReply, HttpRequest
-from stableaudio_async.models import Failed, Job, RemoteHandle, RemoteStatus, Succeeded, Task
+from stableaudio_async.models import (
+    AudioSource,
+    AudioURL,
+    Failed,
+    InlineAudio,
+    Job,
+    RemoteHandle,
+    RemoteStatus,
+    Succeeded,
+    Task,
+)
 from stableaudio_async.retry import retry_after_from_headers
 
 __all__ = [
@@ -37,6 +48,7 @@ __all__ = [
     "HttpRequest",
     "ModelSpec",
     "Range",
+    "audio_source",
     "check_job",
     "error_from_reply",
     "is_url",
@@ -141,6 +153,17 @@ AUDIO_SUFFIXES: Mapping[str, str] = {
     ".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".m4a": "audio/mp4",
     ".aac": "audio/aac", ".flac": "audio/flac",
 }
+
+
+def audio_source(url: str, content_type: str | None = None) -> AudioSource:
+    """A provider's audio reference as a source: a CDN URL, or a ``data:`` URI decoded inline.
+
+    Raises :class:`ValueError` for a malformed data URI.
+    """
+    if url.startswith("data:"):
+        data, inline_type = decode_data_uri(url)
+        return InlineAudio(data, inline_type or content_type)
+    return AudioURL(url, content_type)
 
 
 def is_url(audio: str) -> bool:

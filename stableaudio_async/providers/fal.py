@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import (
     InsufficientBalanceError,
     JobIssue,
@@ -15,9 +14,7 @@ from stableaudio_async.errors import (
 )
 from stableaudio_async.models import (
     AudioSource,
-    AudioURL,
     Failed,
-    InlineAudio,
     Job,
     Queued,
     Ready,
@@ -33,6 +30,7 @@ from stableaudio_async.providers.base import (
     HttpRequest,
     ModelSpec,
     Range,
+    audio_source,
     check_job,
     error_from_reply,
     is_url,
@@ -335,8 +333,5 @@ def _audio_from_file(output: Any) -> tuple[AudioSource, ...]:
         return ()
     given = output.get("content_type")
     content_type = given if isinstance(given, str) and given else None
-    if url.startswith("data:"):
-        # sync_mode: the audio comes inline as a data URI rather than on the CDN.
-        data, inline_type = decode_data_uri(url)
-        return (InlineAudio(data, inline_type or content_type),)
-    return (AudioURL(url, content_type),)
+    # With sync_mode the audio comes inline as a data URI rather than on the CDN.
+    return (audio_source(url, content_type),)

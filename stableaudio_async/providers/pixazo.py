@@ -6,13 +6,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import JobIssue, ProviderUnavailableError
 from stableaudio_async.models import (
     AudioSource,
-    AudioURL,
     Failed,
-    InlineAudio,
     Job,
     Queued,
     RemoteHandle,
@@ -27,6 +24,7 @@ from stableaudio_async.providers.base import (
     HttpRequest,
     ModelSpec,
     Range,
+    audio_source,
     check_job,
     error_from_reply,
 )
@@ -160,13 +158,4 @@ def _audio_from_output(output: Any) -> tuple[AudioSource, ...]:
         return ()
     media_type = output.get("media_type")
     content_type = media_type if isinstance(media_type, str) else None
-    sources: list[AudioSource] = []
-    for url in urls:
-        if not isinstance(url, str) or not url:
-            continue
-        if url.startswith("data:"):
-            data, inline_type = decode_data_uri(url)
-            sources.append(InlineAudio(data, inline_type or content_type))
-        else:
-            sources.append(AudioURL(url, content_type))
-    return tuple(sources)
+    return tuple(audio_source(url, content_type) for url in urls if isinstance(url, str) and url)

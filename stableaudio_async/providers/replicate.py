@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import (
     JobIssue,
     ProviderError,
@@ -16,9 +15,7 @@ from stableaudio_async.errors import (
 )
 from stableaudio_async.models import (
     AudioSource,
-    AudioURL,
     Failed,
-    InlineAudio,
     Job,
     Queued,
     RemoteHandle,
@@ -33,6 +30,7 @@ from stableaudio_async.providers.base import (
     HttpRequest,
     ModelSpec,
     Range,
+    audio_source,
     check_job,
     error_from_reply,
 )
@@ -217,13 +215,4 @@ def _whole(value: float | None) -> int | float | None:
 def _audio_from_output(output: Any) -> tuple[AudioSource, ...]:
     # A URL for this model; other models give a list of them, so accept both.
     items = [output] if isinstance(output, str) else output if isinstance(output, list) else []
-    sources: list[AudioSource] = []
-    for item in items:
-        if not isinstance(item, str) or not item:
-            continue
-        if item.startswith("data:"):
-            data, content_type = decode_data_uri(item)
-            sources.append(InlineAudio(data, content_type))
-        else:
-            sources.append(AudioURL(item))
-    return tuple(sources)
+    return tuple(audio_source(item) for item in items if isinstance(item, str) and item)

@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import JobIssue, ProviderUnavailableError
 from stableaudio_async.http import FormPart
 from stableaudio_async.models import (
     AudioSource,
-    AudioURL,
     Failed,
     InlineAudio,
     Job,
@@ -52,6 +50,7 @@ from stableaudio_async.providers.base import (
     HttpRequest,
     ModelSpec,
     Range,
+    audio_source,
     check_job,
     error_from_reply,
     is_url,
@@ -303,11 +302,8 @@ def _audio_from_outputs(outputs: Any) -> tuple[AudioSource, ...]:
     for output in outputs:
         if not isinstance(output, str) or not output:
             continue
-        if output.startswith(("http://", "https://")):
-            sources.append(AudioURL(output))
-        elif output.startswith("data:"):
-            data, content_type = decode_data_uri(output)
-            sources.append(InlineAudio(data, content_type))
+        if output.startswith(("http://", "https://", "data:")):
+            sources.append(audio_source(output))
         else:
             try:
                 sources.append(InlineAudio(base64.b64decode(output, validate=True)))

@@ -93,7 +93,8 @@ class _HeldBack(Exception):
 
 def _remove_stale_parts(out_dir: Path) -> None:
     """Delete temporary files a killed run left behind (this engine has written none yet)."""
-    for part in out_dir.glob(f".*{TEMP_SUFFIX}"):
+    # Only names AtomicWriter makes: ".<final name>.<8 hex digits>.part".
+    for part in out_dir.glob(f".*.????????{TEMP_SUFFIX}"):
         part.unlink(missing_ok=True)
 
 

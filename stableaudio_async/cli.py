@@ -122,6 +122,8 @@ def _progress_table(progress: Mapping[str, ProviderProgress], elapsed: float) ->
         table.add_column(column, justify="left" if column == "provider" else "right")
     for name, p in sorted(progress.items()):
         rate = f"{p.rate:.1f}" + (f" / {p.rate_limit:.1f}" if p.rate_limit else "")
+        if p.allowed_rate is not None and p.rate_limit and p.allowed_rate < p.rate_limit - 1e-9:
+            rate += f" (slowed to {p.allowed_rate:.1f} after 429s)"
         table.add_row(name, str(p.waiting), str(p.queued), str(p.running), str(p.downloading),
                       str(p.completed), str(p.failed), rate)
     return table

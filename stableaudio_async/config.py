@@ -20,6 +20,7 @@ from stableaudio_async.errors import ConfigError
 
 __all__ = [
     "DEFAULTS",
+    "CircuitPolicy",
     "DownloadSettings",
     "PollPolicy",
     "ProviderSettings",
@@ -105,6 +106,15 @@ class RetryPolicy(_Frozen):
     factor: float = Field(default=2.0, ge=1)
 
 
+class CircuitPolicy(_Frozen):
+    """When a provider fails ``failures`` times running (5xx, connection errors), pause it for
+    ``cooldown`` seconds, doubling while the probe after each pause fails, up to ``max_cooldown``."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown: float = Field(default=5.0, gt=0)
+    max_cooldown: float = Field(default=120.0, gt=0)
+
+
 class ProviderSettings(_Frozen):
     """Everything the engine needs to know about one provider, except its key."""
 
@@ -120,6 +130,7 @@ class ProviderSettings(_Frozen):
     price_usd: float | None = Field(default=None, ge=0)
     poll: PollPolicy = Field(default_factory=PollPolicy)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
     request_timeout: float = Field(default=60.0, gt=0)
 
     def api_key(self, env: Mapping[str, str] | None = None) -> str | None:

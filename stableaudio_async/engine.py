@@ -85,6 +85,12 @@ class ProviderProgress:
     requests: int
     rate: float
     rate_limit: float | None
+    #: The pace adaptive pacing currently allows (below ``rate_limit`` after 429s).
+    allowed_rate: float | None = None
+
+
+#: The request count of the pause-only limiter of a provider that publishes no limit.
+_UNLIMITED = 10**9
 
 
 class _HeldBack(Exception):
@@ -135,10 +141,12 @@ class _Provider:
         self.settings = settings
         self.adapter: Adapter = adapter_class(name)(settings, api_key)
         limit = settings.rate_limit
+        # Without a published limit the limiter only serves to pause the provider (a
+        # Retry-After, an open circuit), so it counts every request and never holds one back.
         self.limiter = (
             RateLimiter(limit.requests, limit.period, margin=limit.margin,
                         min_margin=limit.min_margin, burst=limit.effective_burst)
-            if limit else None
+            if limit else RateLimiter(_UNLIMITED, 1.0)
         )
         # Polls (and uploads, result fetches, cancels) go through their own limit where the
         # provider sets one (Replicate: 3000/min beside 600 creates/min), else through the
@@ -147,20 +155,49 @@ class _Provider:
         self.poll_limiter = (
             RateLimiter(poll_limit.requests, poll_limit.period, margin=poll_limit.margin,
                         min_margin=poll_limit.min_margin, burst=poll_limit.effective_burst)
-            if poll_limit else self.limiter if limit and limit.counts == "all" else None
+            if poll_limit else self.limiter if limit is None or limit.counts == "all" else None
         )
         self.slots = anyio.CapacityLimiter(settings.max_in_flight)
         self.counts = _Counts()
         #: The error that stopped all submissions to this provider (a refused key, no credit).
         self.stopped: ProviderError | None = None
+        # The circuit breaker: consecutive failures, and the next pause's length.
+        self.failures = 0
+        self.cooldown = settings.circuit.cooldown
 
     def check_open(self) -> None:
-        """Raise, without sending anything, once the provider has been stopped."""
+        """Hold a job back, without sending anything, once the provider has been stopped."""
         if self.stopped is not None:
-            error = type(self.stopped)(
-                f"not sent: {self.name} was stopped by {self.stopped.message}",
-                provider=self.name, status=self.stopped.status)
-            raise error
+            raise _HeldBack(f"not submitted: {self.name} was stopped by "
+                            f"{type(self.stopped).__name__} ({self.stopped.message})")
+
+    def record_outcome(self, error: ProviderError | None,
+                       bound: structlog.typing.FilteringBoundLogger) -> None:
+        """Feed the circuit breaker and the adaptive pacing with one request's outcome.
+
+        A run of 5xx or connection failures pauses the whole provider (doubling up to the
+        policy's maximum), after which the next request is the probe; any success closes the
+        circuit again. A 429 halves the pace; successes win it back gradually.
+        """
+        if isinstance(error, RateLimitedError):
+            self.limiter.throttle()
+            return
+        if not isinstance(error, ProviderUnavailableError):
+            self.failures = 0
+            self.cooldown = self.settings.circuit.cooldown
+            if error is None:
+                self.limiter.recover()
+            return
+        self.failures += 1
+        if self.failures >= self.settings.circuit.failures:
+            self.failures = 0
+            pause = self.cooldown
+            self.cooldown = min(self.cooldown * 2, self.settings.circuit.max_cooldown)
+            self.limiter.pause(pause)
+            if self.poll_limiter is not None and self.poll_limiter is not self.limiter:
+                self.poll_limiter.pause(pause)
+            bound.warning("provider.circuit_open", seconds=pause, error=str(error),
+                          hint="failing repeatedly: paused, then probed with one request")
 
     def stop(self, error: ProviderError, bound: structlog.typing.FilteringBoundLogger) -> None:
         """Stop all further submissions: a wrong key or an empty account fails every job."""
@@ -180,14 +217,14 @@ class _Provider:
 
     def progress(self) -> ProviderProgress:
         c = self.counts
-        stats = self.limiter.statistics() if self.limiter else None
+        stats = self.limiter.statistics()
         limit = self.settings.rate_limit
         return ProviderProgress(
             waiting=c.waiting, queued=c.queued, running=c.running, downloading=c.downloading,
-            completed=c.completed, failed=c.failed,
-            requests=stats.granted if stats else 0,
-            rate=stats.recent_rate if stats else 0.0,
+            completed=c.completed, failed=c.failed, requests=stats.granted,
+            rate=stats.recent_rate,
             rate_limit=limit.requests / limit.period if limit else None,
+            allowed_rate=stats.allowed_rate if limit else None,
         )
 
 
@@ -604,8 +641,11 @@ class Engine:
         while True:
             try:
                 async with slot(limiter) as sent:
-                    return await operation(sent)
+                    outcome = await operation(sent)
+                provider.record_outcome(None, bound)
+                return outcome
             except ProviderError as exc:
+                provider.record_outcome(exc, bound)
                 attempt += 1
                 retryable = should_retry(phase, exc,
                                          free_failures=provider.adapter.free_failures)
@@ -616,11 +656,10 @@ class Engine:
                 pause = provider.pause_for(exc) if isinstance(exc, RateLimitedError) else None
                 if pause is not None:
                     wait = pause
-                    if provider.limiter is not None:
-                        # A Retry-After or a lockout speaks for the whole provider: every
-                        # request would be refused, so none is sent until it is over.
-                        provider.limiter.pause(pause)
-                        bound.warning("provider.paused", seconds=pause)
+                    # A Retry-After or a lockout speaks for the whole provider: every request
+                    # would be refused, so none is sent until it is over.
+                    provider.limiter.pause(pause)
+                    bound.warning("provider.paused", seconds=pause)
                 bound.warning(f"{phase}.retry_scheduled", attempt=attempt, wait=round(wait, 3),
                               error=str(exc))
                 await anyio.sleep(wait)
@@ -792,6 +831,7 @@ class Engine:
             self._session, provider.adapter, handle, policy=policy,
             deadline=anyio.current_time() + policy.timeout, limiter=provider.poll_limiter,
             request_timeout=provider.settings.request_timeout, rand=self._rand, job_id=job.id,
+            on_outcome=lambda error: provider.record_outcome(error, bound),
         )
         try:
             async for status in statuses:

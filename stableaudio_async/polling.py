@@ -33,6 +33,7 @@ async def poll_until_done(
     request_timeout: float,
     rand: Callable[[], float] = random.random,
     job_id: str | None = None,
+    on_outcome: Callable[[ProviderError | None], None] | None = None,
 ) -> AsyncIterator[RemoteStatus]:
     """Yield each new status of ``handle`` until it is final (the last one yielded).
 
@@ -40,7 +41,8 @@ async def poll_until_done(
     then ``initial * factor``, … up to ``max`` seconds between polls, each
     shortened by up to ``jitter``. Every poll first takes a slot from ``limiter`` (pass the
     provider's limiter only when it counts polls). Transient errors are retried on the same
-    schedule; a 429 pauses the whole limiter for its Retry-After. Past ``deadline`` (a
+    schedule; a 429 pauses the whole limiter for its Retry-After. ``on_outcome`` hears of
+    every poll's success (``None``) or error, for circuit breaking and adaptive pacing. Past ``deadline`` (a
     time on :func:`anyio.current_time`'s clock) :class:`DeadlineExceededError` is raised.
     """
     last: RemoteStatus = handle.status
@@ -71,6 +73,8 @@ async def poll_until_done(
                 status = adapter.parse_result(reply, handle)
         except ProviderError as exc:
             exc.with_context(job_id=job_id, request_id=handle.request_id)
+            if on_outcome is not None:
+                on_outcome(exc)
             if not should_retry("poll", exc):
                 raise
             if isinstance(exc, RateLimitedError) and limiter is not None and exc.retry_after:
@@ -78,6 +82,8 @@ async def poll_until_done(
             log.warning("poll.retry_scheduled", provider=adapter.name, job_id=job_id,
                         request_id=handle.request_id, error=str(exc))
             continue
+        if on_outcome is not None:
+            on_outcome(None)
         if status != last:
             last = status
             yield status

@@ -42,6 +42,8 @@ class RateLimiterStatistics:
     waiting: int
     paused_for: float
     recent_rate: float
+    #: The pace currently allowed, in requests per second (lower than the ceiling after 429s).
+    allowed_rate: float
 
 
 class RateLimiter:
@@ -76,13 +78,13 @@ class RateLimiter:
         self.requests = requests
         self.burst = burst
         self.window = period + max(period * margin, min_margin)
+        # Adaptive pacing: requests currently allowed per window, between 1 and `requests`.
+        self._allowed = float(requests)
         self._clock = clock or anyio.current_time
         self._sleep = sleep or anyio.sleep
         # Gate 1: the last `requests` planned slots (never decreasing) and GCRA's theoretical
         # arrival time; `_undo` lets a cancelled waiter take back the latest reservation.
         self._slots: deque[float] = deque(maxlen=requests)
-        self._interval = self.window / requests
-        self._tolerance = (burst - 1) * self._interval
         self._tat = float("-inf")
         self._serial = 0
         self._undo: tuple[int, float | None, float] | None = None
@@ -99,19 +101,24 @@ class RateLimiter:
     def reserve(self, now: float) -> float:
         """Reserve and return the earliest planned time for a request, given it is ``now``."""
         slot = max(now, self._paused_until)
-        if self.burst < self.requests:
-            slot = max(slot, self._tat - self._tolerance)
+        allowed = self.allowed
+        throttled = allowed < self.requests
+        if self.burst < self.requests or throttled:
+            interval = self.window / self._allowed
+            tolerance = (min(self.burst, allowed) - 1) * interval
+            slot = max(slot, self._tat - tolerance)
         evicted = None
         if self._slots:
             slot = max(slot, self._slots[-1])
+            if len(self._slots) >= allowed:
+                slot = max(slot, self._slots[-allowed] + self.window)
             if len(self._slots) == self.requests:
                 evicted = self._slots[0]
-                slot = max(slot, evicted + self.window)
         self._serial += 1
         self._undo = (self._serial, evicted, self._tat)
         self._slots.append(slot)
-        if self.burst < self.requests:
-            self._tat = max(self._tat, slot) + self._interval
+        if self.burst < self.requests or throttled:
+            self._tat = max(self._tat, slot) + self.window / self._allowed
         return slot
 
     def _release(self, serial: int, slot: float) -> None:
@@ -154,7 +161,7 @@ class RateLimiter:
                 await self._sleep(self._paused_until - now)
                 continue
             self._trim(now)
-            if len(self._sent) + self._unsent < self.requests:
+            if len(self._sent) + self._unsent < self.allowed:
                 return
             expiry = self._sent[0] + self.window - now if self._sent else math.inf
             if self._unsent:
@@ -205,6 +212,21 @@ class RateLimiter:
         async with self.request() as sent:
             sent()
 
+    @property
+    def allowed(self) -> int:
+        """Requests currently allowed per window (``requests`` unless throttled)."""
+        return max(1, int(self._allowed))
+
+    def throttle(self) -> None:
+        """A 429 came anyway: halve the pace (multiplicative decrease)."""
+        self._allowed = max(1.0, self._allowed / 2)
+
+    def recover(self) -> None:
+        """A request went through: win back one request per window's worth of successes
+        (additive increase), up to the configured ceiling."""
+        if self._allowed < self.requests:
+            self._allowed = min(float(self.requests), self._allowed + 1 / self._allowed)
+
     def pause(self, seconds: float) -> None:
         """Hold every request back for ``seconds`` from now (a Retry-After, a lockout)."""
         self._paused_until = max(self._paused_until, self._clock() + max(seconds, 0.0))
@@ -221,6 +243,7 @@ class RateLimiter:
             waiting=self._waiting,
             paused_for=max(0.0, self._paused_until - now),
             recent_rate=recent / self.window,
+            allowed_rate=self.allowed / self.window,
         )
 
 

@@ -233,7 +233,10 @@ async def test_no_credits_is_insufficient_balance(tmp_path: Path) -> None:
         stats = emu.stats["aimlapi"]
     assert sum(r.ok for r in results.values()) == 2
     refused = [r for r in results.values() if not r.ok]
-    assert {r.error_type for r in refused} == {"InsufficientBalanceError"}
+    # The job the provider refused fails; the rest are held back, pending and resumable.
+    assert {r.error_type for r in refused if r.status == "failed"} == {"InsufficientBalanceError"}
+    assert all(r.status == "pending" and "stopped" in (r.error or "")
+               for r in refused if r.status != "failed")
     assert stats.accepted == 2 and stats.submits == 3 and stats.errors[403] == 1
 
 

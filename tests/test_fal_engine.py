@@ -265,7 +265,10 @@ async def test_exhausted_balance_is_insufficient_balance(tmp_path: Path) -> None
         stats = emu.stats["fal"]
     assert sum(r.ok for r in results.values()) == 1
     refused = [r for r in results.values() if not r.ok]
-    assert {r.error_type for r in refused} == {"InsufficientBalanceError"}
+    # The job the provider refused fails; the rest are held back, pending and resumable.
+    assert {r.error_type for r in refused if r.status == "failed"} == {"InsufficientBalanceError"}
+    assert all(r.status == "pending" and "stopped" in (r.error or "")
+               for r in refused if r.status != "failed")
     assert stats.errors[403] == 1 and stats.submits == 2
 
 

@@ -321,8 +321,9 @@ async def test_a_wrong_key_fails_with_authentication_error(emulator: Emulator, t
     jobs = [replicate(f"k{i}") for i in range(3)]
     results = await run_all(emulator, jobs, tmp_path, env={"REPLICATE_API_TOKEN": "r8_wrong"},
                             max_in_flight=1)
-    assert {r.error_type for r in results.values()} == {"AuthenticationError"}
-    assert {r.http_status for r in results.values()} == {401}
+    failed = [r for r in results.values() if r.status == "failed"]
+    assert [(r.error_type, r.http_status) for r in failed] == [("AuthenticationError", 401)]
+    assert {r.status for r in results.values()} == {"failed", "pending"}
     assert any("Invalid token." in (r.error or "") for r in results.values())
     assert all("r8_wrong" not in (r.error or "") for r in results.values())
     assert emulator.stats["replicate"].submits == 1

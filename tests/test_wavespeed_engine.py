@@ -158,7 +158,10 @@ async def test_insufficient_balance_stops_the_provider(tmp_path) -> None:
         stats = emu.stats["wavespeed"]
     assert sum(r.ok for r in results.values()) == 2
     refused = [r for r in results.values() if not r.ok]
-    assert {r.error_type for r in refused} == {"InsufficientBalanceError"}
+    # The job the provider refused fails; the rest are held back, pending and resumable.
+    assert {r.error_type for r in refused if r.status == "failed"} == {"InsufficientBalanceError"}
+    assert all(r.status == "pending" and "stopped" in (r.error or "")
+               for r in refused if r.status != "failed")
     assert stats.errors == {402: 1} and stats.submits == 3
 
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,9 +25,17 @@ from anyio.abc import AsyncResource
 
 from stableaudio_async.errors import DownloadError, ProviderUnavailableError
 from stableaudio_async.http import translate_errors
-from stableaudio_async.models import AudioSource, InlineAudio
+from stableaudio_async.models import AudioSource, AudioURL, InlineAudio
 
-__all__ = ["TEMP_SUFFIX", "AtomicWriter", "WrittenFile", "decode_data_uri", "fetch_audio", "write_body"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "AtomicWriter",
+    "WrittenFile",
+    "decode_data_uri",
+    "fetch_audio",
+    "fetch_into",
+    "write_body",
+]
 
 TEMP_SUFFIX = ".part"
 
@@ -100,6 +109,14 @@ class AtomicWriter(AsyncResource):
         self._hash.update(chunk)
         self._size += len(chunk)
 
+    async def restart(self) -> None:
+        """Throw away what was written so far (the server would not resume it)."""
+        assert self._file is not None, "AtomicWriter used outside `async with`"
+        await self._file.seek(0)
+        await self._file.truncate()
+        self._hash = hashlib.sha256()
+        self._size = 0
+
     async def commit(self) -> WrittenFile:
         """Flush and fsync the data, then rename it into place (and fsync the folder)."""
         assert self._file is not None, "AtomicWriter used outside `async with`"
@@ -139,36 +156,85 @@ async def fetch_audio(
     chunk_size: int = 256 * 1024,
     total_timeout: float = 300.0,
 ) -> WrittenFile:
-    """Write ``source`` to ``dest`` atomically: inline bytes directly, a URL streamed in chunks.
-
-    The body is checked against Content-Length when the server sends one. Raises
-    :class:`DownloadError` (``status`` set for HTTP errors, ``None`` for broken transfers).
-    """
+    """Write ``source`` to ``dest`` atomically in one attempt (see :func:`fetch_into`)."""
     try:
-        if isinstance(source, InlineAudio):
-            async with AtomicWriter(dest, content_type=source.content_type) as writer:
-                await writer.write(source.data)
-                return await writer.commit()
-        with translate_errors(provider, what=f"download {source.url}"):
-            async with session.get(
-                source.url,
-                # Audio does not compress, and Content-Length must describe the bytes we store.
-                headers={**(headers or {}), "Accept-Encoding": "identity"},
-                timeout=aiohttp.ClientTimeout(total=total_timeout, sock_read=min(total_timeout, 60.0)),
-            ) as response:
-                if response.status != 200:
-                    raise DownloadError(
-                        f"CDN answered HTTP {response.status} for {source.url}",
-                        provider=provider, status=response.status,
-                    )
-                return await write_body(response, dest, provider=provider,
-                                        chunk_size=chunk_size,
-                                        content_type=source.content_type)
-    except ProviderUnavailableError as exc:
-        raise DownloadError(exc.message, provider=provider, status=exc.status) from exc
+        async with AtomicWriter(dest) as writer:
+            await fetch_into(session, source, writer, provider=provider, headers=headers,
+                             chunk_size=chunk_size, total_timeout=total_timeout)
+            return await writer.commit()
     except OSError as exc:
         raise DownloadError(f"cannot write {dest}: {exc.strerror or exc}", provider=provider,
                             status=None) from exc
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+async def fetch_into(
+    session: aiohttp.ClientSession,
+    source: AudioSource,
+    writer: AtomicWriter,
+    *,
+    provider: str,
+    headers: Mapping[str, str] | None = None,
+    chunk_size: int = 256 * 1024,
+    total_timeout: float = 300.0,
+) -> None:
+    """Bring ``writer`` to hold all of ``source``: inline bytes at once, a URL streamed.
+
+    When ``writer`` already holds the start of the file (an earlier attempt broke off), the
+    rest is asked for with ``Range``; a server that answers 200 instead gets a fresh start.
+    The body is checked against Content-Length / Content-Range. Raises :class:`DownloadError`
+    (``status`` set for HTTP errors, ``None`` for broken or short transfers, which leave what
+    arrived in ``writer`` for the next attempt to resume).
+    """
+    if isinstance(source, InlineAudio):
+        await writer.restart()
+        writer.content_type = source.content_type
+        await writer.write(source.data)
+        return
+    offset = writer.size
+    # Audio does not compress, and the lengths must describe the bytes we store.
+    request_headers = {**(headers or {}), "Accept-Encoding": "identity"}
+    if offset:
+        request_headers["Range"] = f"bytes={offset}-"
+    try:
+        with translate_errors(provider, what=f"download {source.url}"):
+            async with session.get(
+                source.url, headers=request_headers,
+                timeout=aiohttp.ClientTimeout(total=total_timeout,
+                                              sock_read=min(total_timeout, 60.0)),
+            ) as response:
+                expected = await _expected_size(response, writer, offset, provider, source)
+                writer.content_type = source.content_type or response.headers.get("Content-Type")
+                async for chunk in response.content.iter_chunked(chunk_size):
+                    await writer.write(chunk)
+    except ProviderUnavailableError as exc:
+        raise DownloadError(f"{exc.message} (kept {writer.size} bytes to resume from)",
+                            provider=provider, status=exc.status) from exc
+    if expected is not None and writer.size != expected:
+        raise DownloadError(f"truncated body: {writer.size} of {expected} bytes from "
+                            f"{source.url}", provider=provider)
+    if writer.size == 0:
+        raise DownloadError(f"empty body from {source.url}", provider=provider)
+
+
+async def _expected_size(response: aiohttp.ClientResponse, writer: AtomicWriter, offset: int,
+                         provider: str, source: AudioURL) -> int | None:
+    """The file's full size as this reply states it, restarting ``writer`` if it must."""
+    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+    if response.status == 206 and offset:
+        found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+        if found is None or int(found.group(1)) != offset:
+            await writer.restart()
+            raise DownloadError(f"unusable Content-Range from {source.url}", provider=provider)
+        return None if found.group(3) == "*" else int(found.group(3))
+    if response.status == 200:
+        if offset:
+            await writer.restart()  # the server ignored Range: start over
+        return None if encoded else response.content_length
+    raise DownloadError(f"CDN answered HTTP {response.status} for {source.url}",
+                        provider=provider, status=response.status)
 
 
 async def write_body(

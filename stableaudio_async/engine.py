@@ -29,7 +29,14 @@ from stableaudio_async.audiocheck import check_audio
 from stableaudio_async.batch import LocatedJob, check_jobs
 from stableaudio_async.budget import USD_PER_UNIT, Budget, price_usd
 from stableaudio_async.config import ProviderSettings, RetryPolicy, Settings
-from stableaudio_async.download import TEMP_SUFFIX, WrittenFile, fetch_audio, write_body
+from stableaudio_async.download import (
+    TEMP_SUFFIX,
+    AtomicWriter,
+    WrittenFile,
+    fetch_audio,
+    fetch_into,
+    write_body,
+)
 from stableaudio_async.errors import (
     AudioInvalidError,
     AuthenticationError,
@@ -48,6 +55,8 @@ from stableaudio_async.http import open_reply, read_reply, send, send_tracing
 from stableaudio_async.journal import JobState, JobStore, Journal
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import (
+    AudioSource,
+    AudioURL,
     Failed,
     Job,
     JobResult,
@@ -59,7 +68,7 @@ from stableaudio_async.models import (
     Succeeded,
     Timings,
 )
-from stableaudio_async.polling import poll_until_done
+from stableaudio_async.polling import fetch_status, poll_until_done
 from stableaudio_async.providers import Adapter, adapter_class
 from stableaudio_async.providers.base import AUDIO_SUFFIXES, is_url
 from stableaudio_async.ratelimit import RateLimiter, slot
@@ -88,6 +97,9 @@ class ProviderProgress:
     #: The pace adaptive pacing currently allows (below ``rate_limit`` after 429s).
     allowed_rate: float | None = None
 
+
+#: CDN answers meaning "this URL no longer works": ask the provider for a fresh one.
+_EXPIRED = frozenset({403, 404, 410})
 
 #: The request count of the pause-only limiter of a provider that publishes no limit.
 _UNLIMITED = 10**9
@@ -528,7 +540,7 @@ class Engine:
                 accepted = self._accept(provider, job, run, final)
                 run.move("downloading")
                 run.marks["download"] = anyio.current_time()
-                written = await self._download(provider, job, accepted, handle.request_id, bound)
+                written = await self._download(provider, job, accepted, handle, bound)
             await self._check_audio(provider, job, run, written)
         except _HeldBack as held:
             self._settle(reserved, 0.0)
@@ -642,10 +654,12 @@ class Engine:
             try:
                 async with slot(limiter) as sent:
                     outcome = await operation(sent)
-                provider.record_outcome(None, bound)
+                if phase != "download":  # the CDN's health says nothing about the API's
+                    provider.record_outcome(None, bound)
                 return outcome
             except ProviderError as exc:
-                provider.record_outcome(exc, bound)
+                if phase != "download":
+                    provider.record_outcome(exc, bound)
                 attempt += 1
                 retryable = should_retry(phase, exc,
                                          free_failures=provider.adapter.free_failures)
@@ -861,23 +875,60 @@ class Engine:
         provider: _Provider,
         job: Job,
         final: Succeeded,
-        request_id: str | None,
+        handle: RemoteHandle,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> WrittenFile:
+        """Fetch the audio, resuming broken transfers with Range, and asking the provider for a
+        fresh URL when the CDN says the one we have expired (403, 404, 410)."""
         assert self._session is not None
         session = self._session
         source = final.audio[0]
-        dest = self._destination(job)
         download = self.settings.download
-        headers = provider.adapter.download_headers(getattr(source, "url", ""))
 
-        async def attempt(on_sent: Callable[[], None]) -> WrittenFile:
-            return await fetch_audio(session, source, dest, provider=provider.name,
-                                     headers=headers, chunk_size=download.chunk_size,
-                                     total_timeout=download.timeout)
+        async def once() -> None:
+            await fetch_into(session, source, writer, provider=provider.name,
+                             headers=provider.adapter.download_headers(
+                                 getattr(source, "url", "")),
+                             chunk_size=download.chunk_size, total_timeout=download.timeout)
+
+        async def attempt(on_sent: Callable[[], None]) -> None:
+            nonlocal source
+            try:
+                await once()
+            except DownloadError as exc:
+                if exc.status not in _EXPIRED or not isinstance(source, AudioURL):
+                    raise
+                fresh = await self._fresh_audio(provider, handle, bound)
+                if fresh is None or fresh == source:
+                    raise
+                bound.info("download.url_refreshed", http_status=exc.status)
+                source = fresh
+                await writer.restart()
+                await once()
 
         try:
-            return await self._retrying("download", download.retry, attempt,
-                                        provider=provider, bound=bound)
+            async with AtomicWriter(self._destination(job)) as writer:
+                # One temporary file across attempts: a retry resumes where the last broke off.
+                await self._retrying("download", download.retry, attempt, provider=provider,
+                                     bound=bound)
+                return await writer.commit()
+        except OSError as exc:
+            raise DownloadError(f"cannot write the audio: {exc.strerror or exc}",
+                                provider=provider.name, job_id=job.id,
+                                request_id=handle.request_id) from exc
         except DownloadError as exc:
-            raise exc.with_context(job_id=job.id, request_id=request_id) from exc.__cause__
+            raise exc.with_context(job_id=job.id, request_id=handle.request_id) from exc.__cause__
+
+    async def _fresh_audio(self, provider: _Provider, handle: RemoteHandle,
+                           bound: structlog.typing.FilteringBoundLogger) -> AudioSource | None:
+        """The job's audio as the provider lists it now (a CDN URL re-signed, say), if it can."""
+        if self._session is None or handle.poll_url is None:
+            return None
+        try:
+            status = await fetch_status(self._session, provider.adapter, handle,
+                                        limiter=provider.poll_limiter,
+                                        request_timeout=provider.settings.request_timeout)
+        except ProviderError as exc:
+            bound.warning("download.refresh_failed", error=str(exc))
+            return None
+        return status.audio[0] if isinstance(status, Succeeded) and status.audio else None

@@ -17,9 +17,31 @@ from stableaudio_async.providers.base import Adapter
 from stableaudio_async.ratelimit import RateLimiter, slot
 from stableaudio_async.retry import backoff_delay, should_retry
 
-__all__ = ["poll_until_done"]
+__all__ = ["fetch_status", "poll_until_done"]
 
 log = structlog.get_logger(__name__)
+
+
+async def fetch_status(
+    session: aiohttp.ClientSession,
+    adapter: Adapter,
+    handle: RemoteHandle,
+    *,
+    limiter: RateLimiter | None,
+    request_timeout: float,
+) -> RemoteStatus:
+    """Ask once for the job's status; a :class:`Ready` one is followed by fetching the result."""
+    async with slot(limiter) as sent:
+        reply = await send(session, adapter.poll_request(handle), provider=adapter.name,
+                           total_timeout=request_timeout, on_sent=sent)
+    status = adapter.parse_poll(reply, handle)
+    if isinstance(status, Ready):
+        # Done remotely; the result lives at its own URL (fal's response_url).
+        async with slot(limiter) as sent:
+            reply = await send(session, adapter.result_request(handle), provider=adapter.name,
+                               total_timeout=request_timeout, on_sent=sent)
+        status = adapter.parse_result(reply, handle)
+    return status
 
 
 async def poll_until_done(
@@ -60,17 +82,8 @@ async def poll_until_done(
         await anyio.sleep(min(delay, deadline - now))
         attempt += 1
         try:
-            async with slot(limiter) as sent:
-                reply = await send(session, adapter.poll_request(handle), provider=adapter.name,
-                                   total_timeout=request_timeout, on_sent=sent)
-            status = adapter.parse_poll(reply, handle)
-            if isinstance(status, Ready):
-                # Done remotely; the result lives at its own URL (fal's response_url).
-                async with slot(limiter) as sent:
-                    reply = await send(session, adapter.result_request(handle),
-                                       provider=adapter.name, total_timeout=request_timeout,
-                                       on_sent=sent)
-                status = adapter.parse_result(reply, handle)
+            status = await fetch_status(session, adapter, handle, limiter=limiter,
+                                        request_timeout=request_timeout)
         except ProviderError as exc:
             exc.with_context(job_id=job_id, request_id=handle.request_id)
             if on_outcome is not None:

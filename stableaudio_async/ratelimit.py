@@ -78,8 +78,10 @@ class RateLimiter:
         self.requests = requests
         self.burst = burst
         self.window = period + max(period * margin, min_margin)
-        # Adaptive pacing: requests currently allowed per window, between 1 and `requests`.
+        # Adaptive pacing: requests currently allowed per window, between 1 and `requests`,
+        # and the successes counted towards the next increase.
         self._allowed = float(requests)
+        self._successes = 0
         self._clock = clock or anyio.current_time
         self._sleep = sleep or anyio.sleep
         # Gate 1: the last `requests` planned slots (never decreasing) and GCRA's theoretical
@@ -219,13 +221,18 @@ class RateLimiter:
 
     def throttle(self) -> None:
         """A 429 came anyway: halve the pace (multiplicative decrease)."""
-        self._allowed = max(1.0, self._allowed / 2)
+        self._allowed = max(1.0, float(self.allowed // 2))
+        self._successes = 0
 
     def recover(self) -> None:
         """A request went through: win back one request per window's worth of successes
         (additive increase), up to the configured ceiling."""
-        if self._allowed < self.requests:
-            self._allowed = min(float(self.requests), self._allowed + 1 / self._allowed)
+        if self._allowed >= self.requests:
+            return
+        self._successes += 1
+        if self._successes >= self.allowed:
+            self._successes = 0
+            self._allowed = min(float(self.requests), self._allowed + 1)
 
     def pause(self, seconds: float) -> None:
         """Hold every request back for ``seconds`` from now (a Retry-After, a lockout)."""

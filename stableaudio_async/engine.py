@@ -898,13 +898,26 @@ class Engine:
             except DownloadError as exc:
                 if exc.status not in _EXPIRED or not isinstance(source, AudioURL):
                     raise
-                fresh = await self._fresh_audio(provider, handle, bound)
+                try:
+                    fresh = await self._fresh_audio(provider, handle)
+                except ProviderError as refresh_error:
+                    # Worth another attempt: the next one meets the expiry and asks again.
+                    raise DownloadError(f"{exc.message}; asking for a fresh URL failed: "
+                                        f"{refresh_error.message}", provider=provider.name
+                                        ) from refresh_error
                 if fresh is None or fresh == source:
                     raise
                 bound.info("download.url_refreshed", http_status=exc.status)
                 source = fresh
                 await writer.restart()
-                await once()
+                try:
+                    await once()
+                except DownloadError as again:
+                    if again.status not in _EXPIRED:
+                        raise
+                    # Expired again before we got to it: worth another (slower) attempt.
+                    raise DownloadError(f"fresh URL expired too: {again.message}",
+                                        provider=provider.name) from again
 
         try:
             async with AtomicWriter(self._destination(job)) as writer:
@@ -919,16 +932,12 @@ class Engine:
         except DownloadError as exc:
             raise exc.with_context(job_id=job.id, request_id=handle.request_id) from exc.__cause__
 
-    async def _fresh_audio(self, provider: _Provider, handle: RemoteHandle,
-                           bound: structlog.typing.FilteringBoundLogger) -> AudioSource | None:
+    async def _fresh_audio(self, provider: _Provider, handle: RemoteHandle
+                           ) -> AudioSource | None:
         """The job's audio as the provider lists it now (a CDN URL re-signed, say), if it can."""
         if self._session is None or handle.poll_url is None:
             return None
-        try:
-            status = await fetch_status(self._session, provider.adapter, handle,
-                                        limiter=provider.poll_limiter,
-                                        request_timeout=provider.settings.request_timeout)
-        except ProviderError as exc:
-            bound.warning("download.refresh_failed", error=str(exc))
-            return None
+        status = await fetch_status(self._session, provider.adapter, handle,
+                                    limiter=provider.poll_limiter,
+                                    request_timeout=provider.settings.request_timeout)
         return status.audio[0] if isinstance(status, Succeeded) and status.audio else None

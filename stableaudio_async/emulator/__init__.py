@@ -1,5 +1,6 @@
 """The built-in provider emulator: each provider's real contract, served locally over HTTP."""
 
+from stableaudio_async.emulator.faults import FaultRates
 from stableaudio_async.emulator.server import (
     ERROR_MARKER,
     FAIL_MARKER,
@@ -17,5 +18,6 @@ __all__ = [
     "EmulatedLimit",
     "Emulator",
     "EmulatorConfig",
+    "FaultRates",
     "ProviderStats",
 ]

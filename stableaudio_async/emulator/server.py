@@ -3,7 +3,8 @@
 It keeps what every provider needs — accepted keys, a sliding-window rate limit that answers
 429 (and, for providers that have one, locks the key out after an overflow), a store of emulated
 jobs whose status follows a (time-scaled) clock, and a CDN serving deterministic audio — and
-counts every request, so tests can assert on what reached it.
+counts every request, so tests can assert on what reached it. Faults a client must survive can
+be injected per provider (``EmulatorConfig.faults``; see :mod:`.faults`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any, Literal
 
 import anyio
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stableaudio_async.config import PollPolicy, RateLimit, Settings, load_settings
+from stableaudio_async.config import PollPolicy, RateLimit, RetryPolicy, Settings, load_settings
 from stableaudio_async.emulator.audio import CONTENT_TYPES, render_audio
+from stableaudio_async.emulator.faults import FILE_PREFIX_NAMES, FaultInjector, FaultRates
 
 __all__ = ["EmulatedJob", "EmulatedLimit", "Emulator", "EmulatorConfig", "ProviderStats"]
 
@@ -77,6 +79,19 @@ class EmulatorConfig(BaseModel):
     lockouts: dict[str, float] = Field(default_factory=lambda: {"stability": 60.0})
     #: Accepted submissions per provider before it answers 402 (``None``: unlimited).
     balance: dict[str, int] = Field(default_factory=dict)
+    #: Faults to inject, per provider (none by default: the faithful emulator).
+    faults: dict[str, FaultRates] = Field(default_factory=dict)
+    #: Seeds every fault decision, so that a run meets the same faults again.
+    fault_seed: int = 0
+
+    @field_validator("faults")
+    @classmethod
+    def _known_providers(cls, faults: dict[str, FaultRates]) -> dict[str, FaultRates]:
+        known = {getattr(m, "PROVIDER", None) for m in provider_modules()}
+        unknown = sorted(set(faults) - known)
+        if unknown:
+            raise ValueError(f"no emulated provider named {', '.join(unknown)}")
+        return faults
 
 
 @dataclass
@@ -102,6 +117,13 @@ class ProviderStats:
     counted_at: list[float] = field(default_factory=list, repr=False)
     #: sha256 of the audio served for each request id.
     served: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Injected faults by name (see :class:`FaultRates`): replies for the request and download
+    #: faults and ``url_expiry``, jobs for ``job_failed`` / ``job_error``, bursts started for
+    #: ``burst_429``. An injected API reply also counts in ``requests``, ``submits`` or
+    #: ``polls`` and ``errors``, as the provider's own would; an expired URL's 403 in ``errors``.
+    injected: Counter[str] = field(default_factory=Counter)
+    #: Requests answered 429 by an injected burst (never counted in ``rate_limited``).
+    injected_429: int = 0
 
     @property
     def duplicate_submissions(self) -> int:
@@ -147,6 +169,12 @@ class _Window:
         return None
 
 
+def _scaled_retry(policy: RetryPolicy, scale: float) -> RetryPolicy:
+    """Backoff between retries on the emulator's clock, so faults cost scaled time too."""
+    return policy.model_copy(update={"initial": policy.initial * scale,
+                                     "max": policy.max * scale})
+
+
 def provider_modules() -> list[ModuleType]:
     """The emulator's provider modules (each with ``add_routes``), in name order."""
     package = importlib.import_module("stableaudio_async.emulator")
@@ -186,6 +214,7 @@ class Emulator:
         #: Real (monotonic) time each locked-out (provider, key) is let in again.
         self._locked_until: dict[tuple[str, str], float] = {}
         self._runner: web.AppRunner | None = None
+        self.faults = FaultInjector(self)
         self.app = self._build_app()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -193,13 +222,21 @@ class Emulator:
     def _build_app(self) -> web.Application:
         # Above every provider's own request limit (Stability's 50 MB is the largest), so that
         # the provider modules, not aiohttp, decide what is too large.
-        app = web.Application(client_max_size=64 * 1024**2)
-        app.router.add_get("/cdn/{provider}/{name}", self._cdn)
+        app = web.Application(client_max_size=64 * 1024**2,
+                              middlewares=[self.faults.middleware()])
+        cdn = app.router.add_get("/cdn/{provider}/{name}", self._cdn)
+        self.faults.register([cdn], None, ())
         app.router.add_get("/_emulator/stats", self._stats)
         # Every provider on its real paths, one port for all: a provider is a module here
-        # with an `add_routes(app, emulator)`.
+        # with an `add_routes(app, emulator)`. The routes each adds are recorded as its own,
+        # for the faults; those under a MEDIA_PREFIX or DELIVERY_PREFIX it names serve files.
         for module in provider_modules():
+            before = set(app.router.routes())
             module.add_routes(app, self)
+            added = [route for route in app.router.routes() if route not in before]
+            prefixes = [prefix for name in FILE_PREFIX_NAMES
+                        if isinstance(prefix := getattr(module, name, None), str)]
+            self.faults.register(added, getattr(module, "PROVIDER", None), prefixes)
         return app
 
     async def __aenter__(self) -> Emulator:
@@ -256,8 +293,14 @@ class Emulator:
                 "poll": PollPolicy(initial=poll.initial * scale, max=poll.max * scale,
                                    factor=poll.factor, jitter=poll.jitter,
                                    timeout=poll_timeout * scale),
+                "circuit": provider.circuit.model_copy(update={
+                    "cooldown": provider.circuit.cooldown * scale,
+                    "max_cooldown": provider.circuit.max_cooldown * scale}),
+                "retry": _scaled_retry(provider.retry, scale),
             })
-        return base.model_copy(update={"providers": providers})
+        download = base.download.model_copy(
+            update={"retry": _scaled_retry(base.download.retry, scale)})
+        return base.model_copy(update={"providers": providers, "download": download})
 
     def _scaled(self, limit: EmulatedLimit | None, configured: RateLimit | None,
                 lockout: float | None, margin: float | None, min_margin: float | None
@@ -338,7 +381,8 @@ class Emulator:
         stats.accepted += 1
         now = self.now()
         stats.accepted_at.append(now)
-        stats.bodies[hashlib.sha256(body).hexdigest()] += 1
+        digest = hashlib.sha256(body).hexdigest()
+        stats.bodies[digest] += 1
         cfg = self.config
         duration = float(params.get("duration") or 0)
         queue = cfg.queue_time * cfg.time_scale
@@ -350,6 +394,10 @@ class Emulator:
             outcome = "FAILED"
         elif ERROR_MARKER in prompt:
             outcome = "ERROR"
+        elif (forced := self.faults.job_outcome(provider, digest, stats.bodies[digest])) \
+                is not None:
+            outcome = forced
+            stats.injected[f"job_{forced.lower()}"] += 1
         job = EmulatedJob(provider=provider, request_id=request_id or f"{model}_{uuid.uuid4()}",
                           model=model,
                           params=params, created=now, queued_until=now + queue,
@@ -372,8 +420,12 @@ class Emulator:
         return "DONE"
 
     def cdn_url(self, request: web.Request, job: EmulatedJob) -> str:
+        """The job's file on the shared CDN; signed to expire if the provider's URLs do."""
         fmt = str(job.params.get("output_format") or "mp3")
-        return f"{request.scheme}://{request.host}/cdn/{job.provider}/{job.request_id}.{fmt}"
+        name = f"{job.request_id}.{fmt}"
+        url = f"{request.scheme}://{request.host}/cdn/{job.provider}/{name}"
+        query = self.faults.signed_query(job.provider, name)
+        return url if query is None else f"{url}?{query}"
 
     def render(self, job: EmulatedJob) -> tuple[bytes, str]:
         """The job's audio file and its content type; records its checksum as served."""
@@ -401,6 +453,8 @@ class Emulator:
                 # From the first accepted submission to the last: the busy period's length.
                 "busy_seconds": s.accepted_at[-1] - s.accepted_at[0] if s.accepted_at else 0.0,
                 "errors": {str(k): v for k, v in sorted(s.errors.items())},
+                "injected": dict(sorted(s.injected.items())),
+                "injected_429": s.injected_429,
             }
             for name, s in sorted(self.stats.items())
         }
@@ -411,13 +465,19 @@ class Emulator:
     # -- the CDN -----------------------------------------------------------------------------
 
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        # Ranges and download faults are applied on the way out, by the faults' middleware.
         provider = request.match_info["provider"]
-        request_id, _, _ext = request.match_info["name"].rpartition(".")
+        name = request.match_info["name"]
+        request_id, _, _ext = name.rpartition(".")
         job = self.jobs.get(request_id)
         if job is None or job.provider != provider or self.phase(job) != "DONE" \
                 or job.outcome != "COMPLETED":
             return web.Response(status=404, text="Not Found")
         stats = self.provider_stats(provider)
+        if self.faults.url_expired(provider, name, request):
+            stats.errors[403] += 1
+            stats.injected["url_expiry"] += 1
+            return web.Response(status=403, text="Forbidden: the signed URL has expired")
         stats.downloads += 1
         # Rendered off the event loop, so that the stamps the rate limit is judged by are not
         # delayed by the CDN's CPU work.

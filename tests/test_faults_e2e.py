@@ -1,0 +1,117 @@
+"""Every fault at once, through the CLI: the engine turns each into the right outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stableaudio_async.config import Settings
+from stableaudio_async.emulator import Emulator
+from stableaudio_async.emulator.faults import FaultRates
+
+from conftest import TEST_KEY, fast_config, write_settings
+from test_cli_e2e import run_cli, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+ENV = {"PIXAZO_API_KEY": TEST_KEY, "STABILITY_API_KEY": TEST_KEY, "WAVESPEED_API_KEY": TEST_KEY,
+       "AIMLAPI_API_KEY": TEST_KEY, "FAL_KEY": TEST_KEY, "REPLICATE_API_TOKEN": TEST_KEY}
+
+#: Faults at rates a bad day on a real provider might bring.
+QUEUED_FAULTS = FaultRates(
+    submit_503=0.05, poll_5xx=0.05, burst_429=0.02, burst_length=3,
+    cdn_reset=0.05, cdn_truncate=0.05, cdn_slow=0.05, url_expiry=10.0,
+    job_failed=0.05, job_error=0.03)
+
+JOBS: dict[str, dict[str, Any]] = {
+    "pixazo": {"duration": 2}, "wavespeed": {"duration": 2}, "aimlapi": {"duration": 2},
+    "fal": {"duration": 2}, "replicate": {"duration": 2}, "stability": {"duration": 2},
+}
+
+
+def patient(settings: Settings) -> Settings:
+    """More attempts than the defaults: a 429 burst alone can use three."""
+    providers = {name: p.model_copy(update={"retry": p.retry.model_copy(update={"attempts": 12})})
+                 for name, p in settings.providers.items()}
+    download = settings.download.model_copy(
+        update={"retry": settings.download.retry.model_copy(update={"attempts": 12})})
+    return settings.model_copy(update={"providers": providers, "download": download})
+
+
+async def test_three_hundred_jobs_with_every_fault_injected(tmp_path: Path) -> None:
+    """Completed jobs arrive byte-identical, failed ones fail with the provider's reason, once."""
+    faults = {name: QUEUED_FAULTS for name in JOBS if name != "stability"}
+    # 429 bursts with a Retry-After for some providers, without for the others.
+    for name in ("fal", "replicate"):
+        faults[name] = QUEUED_FAULTS.model_copy(update={"burst_retry_after": True})
+    # Stability's failures arrive as 5xx replies, which it does not bill and we retry; a 503
+    # before acceptance is the fault that matters there.
+    faults["stability"] = FaultRates(submit_503=0.05, burst_429=0.02, burst_length=2)
+    rows = [{"provider": provider, "prompt": f"{provider} fault {i}", **fields}
+            for provider, fields in JOBS.items() for i in range(55)]
+    async with Emulator(fast_config(faults=faults, fault_seed=7)) as emu:
+        config = write_settings(patient(emu.client_settings()), tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                        "--config", str(config), "--log-level", "warning",
+                                        env=ENV)
+        stats = dict(emu.stats)
+        outcomes = {job.request_id: job.outcome for job in emu.jobs.values()}
+    entries = [json.loads(line)
+               for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert code == 1, stderr[-3000:]  # some jobs failed, by design
+    assert len(entries) == len(rows) == len({e["id"] for e in entries}) >= 300
+    injected = {name: sum(s.injected.values()) for name, s in stats.items()}
+    print(f"\ninjected faults per provider: {injected}")
+    assert all(injected[name] > 0 for name in JOBS)
+    kinds = {kind for s in stats.values() for kind, n in s.injected.items() if n}
+    print(f"fault kinds met: {sorted(kinds)}")
+    # Every kind of fault happened at least once, expired URLs (refreshed by re-polling) too.
+    assert kinds >= {"submit_503", "poll_5xx", "burst_429", "cdn_reset", "cdn_truncate",
+                     "cdn_slow", "url_expiry", "job_failed", "job_error"}
+    failed_by_provider = 0
+    for entry in entries:
+        outcome = outcomes.get(entry["request_id"], "COMPLETED")
+        if outcome == "COMPLETED":
+            assert entry["status"] == "completed", (entry["error_type"], entry["error"])
+            data = Path(entry["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+            assert entry["sha256"] == stats[entry["provider"]].served[entry["request_id"]]
+        else:
+            failed_by_provider += 1
+            assert entry["status"] == "failed", entry
+            assert entry["error_type"] == "JobFailedError" and entry["error"], entry
+            assert not list((tmp_path / "out").glob(f"{entry['id']}.*"))
+    assert failed_by_provider > 0
+    for name, provider_stats in stats.items():
+        assert provider_stats.duplicate_submissions == 0, name
+        assert provider_stats.rate_limited == 0, name  # every 429 was an injected one
+    assert not list((tmp_path / "out").glob(".*.part"))
+
+
+async def test_402_after_k_submissions_stops_that_provider_only(tmp_path: Path) -> None:
+    """After the balance runs out, at most max_in_flight more submits reach the provider."""
+    rows = [{"provider": "pixazo", "prompt": f"p{i}", "duration": 1} for i in range(60)]
+    rows += [{"provider": "fal", "prompt": f"f{i}", "duration": 1} for i in range(20)]
+    async with Emulator(fast_config(balance={"pixazo": 12})) as emu:
+        settings = emu.client_settings()
+        pixazo = settings.providers["pixazo"].model_copy(update={"max_in_flight": 4})
+        settings = settings.model_copy(
+            update={"providers": {**settings.providers, "pixazo": pixazo}})
+        config = write_settings(settings, tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                        "--config", str(config), env=ENV)
+        stats = dict(emu.stats)
+    assert code == 1
+    assert stats["pixazo"].accepted == 12
+    assert 1 <= stats["pixazo"].errors[402] <= 4  # the first 402, and those already in flight
+    assert stats["fal"].accepted == 20
+    entries = [json.loads(line)
+               for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert sum(e["status"] == "completed" for e in entries) == 12 + 20
+    assert "held back" in stderr and "stopped by InsufficientBalanceError" in stderr

@@ -214,6 +214,12 @@ async def _run_batch(
             tg.cancel_scope.cancel()
     _print_summary(console, results, time.monotonic() - started, out_dir,
                    total=len(jobs), interrupted=bool(stopped))
+    for name, progress in sorted(engine.progress().items()):
+        if progress.allowed_rate is not None and progress.rate_limit \
+                and progress.allowed_rate < progress.rate_limit - 1e-9:
+            console.print(f"  {name}: 429s slowed pacing to {progress.allowed_rate:.2f} "
+                          f"requests/s (configured {progress.rate_limit:.2f}); lower its "
+                          "rate_limit if this recurs")
     if stopped:
         return EXIT_INTERRUPTED
     return EXIT_OK if len(results) == len(jobs) and all(r.ok for r in results) else EXIT_FAILED

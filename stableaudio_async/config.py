@@ -52,8 +52,9 @@ class RateLimit(_Frozen):
     counts: Literal["submits", "all"] = "submits"
     margin: float = Field(default=0.02, ge=0, le=1)
     #: The margin's floor in seconds: network and server-side jitter do not shrink with the
-    #: window, and a short window's proportional margin would be too thin to absorb them.
-    min_margin: float = Field(default=0.1, ge=0)
+    #: window, and a short window's proportional margin would be too thin to absorb them. A
+    #: quarter second costs Stability's 10 s window 2.5 % of its rate; one lockout costs 60 s.
+    min_margin: float = Field(default=0.25, ge=0)
     burst: int | None = Field(default=None, ge=1)
     #: Seconds the provider locks the key out after a 429 (Stability: 60); every request in
     #: that time is refused, so the whole provider pauses this long instead of retrying.

@@ -207,22 +207,34 @@ async def fetch_into(
             ) as response:
                 expected = await _expected_size(response, writer, offset, provider, source)
                 writer.content_type = source.content_type or response.headers.get("Content-Type")
-                async for chunk in response.content.iter_chunked(chunk_size):
-                    await writer.write(chunk)
+                await _stream(response, writer, expected, provider=provider,
+                              chunk_size=chunk_size)
     except ProviderUnavailableError as exc:
         raise DownloadError(f"{exc.message} (kept {writer.size} bytes to resume from)",
                             provider=provider, status=exc.status) from exc
+
+
+def _declared_length(response: aiohttp.ClientResponse) -> int | None:
+    """Content-Length, when it describes the bytes we store (not a compressed encoding)."""
+    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+    return None if encoded else response.content_length
+
+
+async def _stream(response: aiohttp.ClientResponse, writer: AtomicWriter, expected: int | None,
+                  *, provider: str, chunk_size: int) -> None:
+    """Append the reply's body to ``writer`` a chunk at a time, then check it is all there."""
+    async for chunk in response.content.iter_chunked(chunk_size):
+        await writer.write(chunk)
     if expected is not None and writer.size != expected:
         raise DownloadError(f"truncated body: {writer.size} of {expected} bytes from "
-                            f"{source.url}", provider=provider)
+                            f"{response.url}", provider=provider)
     if writer.size == 0:
-        raise DownloadError(f"empty body from {source.url}", provider=provider)
+        raise DownloadError(f"empty body from {response.url}", provider=provider)
 
 
 async def _expected_size(response: aiohttp.ClientResponse, writer: AtomicWriter, offset: int,
                          provider: str, source: AudioURL) -> int | None:
     """The file's full size as this reply states it, restarting ``writer`` if it must."""
-    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
     if response.status == 206 and offset:
         found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
         if found is None or int(found.group(1)) != offset:
@@ -232,7 +244,7 @@ async def _expected_size(response: aiohttp.ClientResponse, writer: AtomicWriter,
     if response.status == 200:
         if offset:
             await writer.restart()  # the server ignored Range: start over
-        return None if encoded else response.content_length
+        return _declared_length(response)
     raise DownloadError(f"CDN answered HTTP {response.status} for {source.url}",
                         provider=provider, status=response.status)
 
@@ -250,17 +262,8 @@ async def write_body(
     Memory stays at one chunk whatever the body's size. Raises :class:`DownloadError` for a
     short or empty body; transfer errors surface as aiohttp's (the caller translates them).
     """
-    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-    expected = None if encoded else response.content_length
     content_type = content_type or response.headers.get("Content-Type")
     async with AtomicWriter(dest, content_type=content_type) as writer:
-        async for chunk in response.content.iter_chunked(chunk_size):
-            await writer.write(chunk)
-        if expected is not None and writer.size != expected:
-            raise DownloadError(
-                f"truncated body: {writer.size} of {expected} bytes from {response.url}",
-                provider=provider,
-            )
-        if writer.size == 0:
-            raise DownloadError(f"empty body from {response.url}", provider=provider)
+        await _stream(response, writer, _declared_length(response), provider=provider,
+                      chunk_size=chunk_size)
         return await writer.commit()

@@ -186,12 +186,6 @@ def provider_modules() -> list[ModuleType]:
     return modules
 
 
-def json_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-               ) -> web.Response:
-    """A JSON error reply."""
-    return web.json_response(body, status=status, headers=headers)
-
-
 class Emulator:
     """The provider emulator, runnable in-process (``async with``) or as a server (CLI).
 

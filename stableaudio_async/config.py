@@ -78,7 +78,15 @@ class RateLimit(_Frozen):
 
 
 class PollPolicy(_Frozen):
-    """Exponential backoff between status polls, from ``initial`` up to ``max`` seconds.
+    """When to ask for a job's status.
+
+    The engine learns how long each provider's jobs take (submission to done, over its recent
+    jobs) and polls where completions fall: first at their 10th percentile, then at each
+    further decile, never closer than ``near_interval`` seconds, and past the slowest it has
+    seen backs off from ``near_interval`` by ``factor`` up to ``max``. Until it has seen
+    enough jobs finish, ``expected`` (the provider's documented generation time, if any)
+    stands in for them; without it, polls back off from ``initial`` by ``factor`` up to
+    ``max``.
 
     ``jitter`` is the fraction by which each interval is randomly shortened, so that jobs
     submitted together do not poll together. ``timeout`` is the job's overall deadline,
@@ -90,6 +98,12 @@ class PollPolicy(_Frozen):
     factor: float = Field(default=1.5, ge=1)
     jitter: float = Field(default=0.1, ge=0, lt=1)
     timeout: float = Field(default=600.0, gt=0)
+    #: Typical seconds from submission to a final status, before any have been observed.
+    expected: float | None = Field(default=None, gt=0)
+    #: The shortest gap between polls once a job is expected to finish any moment.
+    near_interval: float = Field(default=1.0, gt=0)
+    #: Whether to learn completion times from finished jobs (off: ``expected`` or backoff).
+    learn: bool = True
 
     @model_validator(mode="after")
     def _ordered(self) -> PollPolicy:
@@ -202,7 +216,8 @@ DEFAULTS: dict[str, Any] = {
             "rate_limit": {"requests": 10, "period": 1.0, "counts": "all"},
             "max_in_flight": 8,
             # Generations take 50–60 s; the documentation polls every 10 s.
-            "poll": {"initial": 10.0, "max": 20.0, "factor": 1.5, "timeout": 900.0},
+            "poll": {"initial": 10.0, "max": 20.0, "factor": 1.5, "timeout": 900.0,
+                     "expected": 50.0},
         },
         "fal": {
             "base_url": "https://queue.fal.run",

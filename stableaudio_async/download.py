@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Any, Self
 from urllib.parse import unquote_to_bytes
 
 import aiohttp
@@ -73,20 +73,29 @@ class AtomicWriter(AsyncResource):
 
     Use as ``async with AtomicWriter(path) as w: await w.write(...); await w.commit()``.
     Leaving the block without :meth:`commit` (an error, a cancellation) deletes the temporary
-    file, so nothing partial ever appears under ``path``.
+    file, so nothing partial ever appears under ``path``. Writes gather in memory up to
+    ``buffer_limit`` bytes and go to a worker thread together (written and hashed there, off
+    the event loop): a small file costs one trip (write, fsync, rename) rather than one per
+    step, a large one a trip per ``buffer_limit`` rather than per network read, and memory
+    stays bounded whatever the file's size.
     """
 
-    def __init__(self, path: Path, *, content_type: str | None = None) -> None:
+    def __init__(self, path: Path, *, content_type: str | None = None,
+                 buffer_limit: int = 512 * 1024) -> None:
         self.path = path
         self.content_type = content_type
         self.temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        self.buffer_limit = buffer_limit
         self._hash = hashlib.sha256()
         self._size = 0
-        self._file: anyio.AsyncFile[bytes] | None = None
+        self._buffer = bytearray()
+        self._entered = False
+        self._file: IO[bytes] | None = None
+        self._closed = False
         self._result: WrittenFile | None = None
 
     async def __aenter__(self) -> Self:
-        self._file = await anyio.open_file(self.temp_path, "wb")
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -103,38 +112,77 @@ class AtomicWriter(AsyncResource):
         return self._size
 
     async def write(self, chunk: bytes) -> None:
-        """Append ``chunk`` to the temporary file."""
-        assert self._file is not None, "AtomicWriter used outside `async with`"
-        await self._file.write(chunk)
-        self._hash.update(chunk)
+        """Append ``chunk`` to the file."""
+        assert self._entered, "AtomicWriter used outside `async with`"
+        self._buffer += chunk
         self._size += len(chunk)
+        if len(self._buffer) > self.buffer_limit:
+            held, self._buffer = bytes(self._buffer), bytearray()
+            self._file = await anyio.to_thread.run_sync(_append, self._file, self.temp_path,
+                                                        held, self._hash)
 
     async def restart(self) -> None:
         """Throw away what was written so far (the server would not resume it)."""
-        assert self._file is not None, "AtomicWriter used outside `async with`"
-        await self._file.seek(0)
-        await self._file.truncate()
+        assert self._entered, "AtomicWriter used outside `async with`"
+        self._buffer.clear()
+        if self._file is not None:
+            await anyio.to_thread.run_sync(_truncate, self._file)
         self._hash = hashlib.sha256()
         self._size = 0
 
     async def commit(self) -> WrittenFile:
-        """Flush and fsync the data, then rename it into place (and fsync the folder)."""
-        assert self._file is not None, "AtomicWriter used outside `async with`"
-        await self._file.flush()
-        await anyio.to_thread.run_sync(os.fsync, self._file.wrapped.fileno())
-        await self._file.aclose()
-        await anyio.to_thread.run_sync(_replace_durably, self.temp_path, self.path)
+        """Make the data durable (fsync), then rename it into place (and fsync the folder)."""
+        assert self._entered, "AtomicWriter used outside `async with`"
+        held, self._buffer = bytes(self._buffer), bytearray()
+        await anyio.to_thread.run_sync(_finish, self._file, self.temp_path, self.path, held,
+                                       self._hash)
+        self._closed = True
         self._result = WrittenFile(self.path, self._hash.hexdigest(), self._size,
                                    self.content_type)
         return self._result
 
     async def aclose(self) -> None:
         """Close, and delete the temporary file unless it was committed."""
-        if self._file is not None:
+        self._buffer.clear()
+        if not self._closed:
+            self._closed = True
             with anyio.CancelScope(shield=True):
-                await self._file.aclose()
-                if self._result is None:
-                    await anyio.Path(self.temp_path).unlink(missing_ok=True)
+                await anyio.to_thread.run_sync(_discard, self._file, self.temp_path)
+
+
+def _append(fh: IO[bytes] | None, temp: Path, data: bytes, digest: Any) -> IO[bytes]:
+    """Write and hash ``data`` at the end of ``fh``, opening ``temp`` first if need be."""
+    if fh is None:
+        fh = open(temp, "wb")  # noqa: SIM115 - closed by _finish or _discard
+    fh.write(data)
+    digest.update(data)
+    return fh
+
+
+def _truncate(fh: IO[bytes]) -> None:
+    fh.seek(0)
+    fh.truncate()
+
+
+def _finish(fh: IO[bytes] | None, temp: Path, dest: Path, data: bytes, digest: Any) -> None:
+    """Write the rest, fsync, close and rename into place; on failure leave no temp file."""
+    try:
+        fh = _append(fh, temp, data, digest)
+        with fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        _replace_durably(temp, dest)
+    except BaseException:
+        if fh is not None:
+            fh.close()
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _discard(fh: IO[bytes] | None, temp: Path) -> None:
+    if fh is not None:
+        fh.close()
+        temp.unlink(missing_ok=True)
 
 
 def _replace_durably(src: Path, dst: Path) -> None:

@@ -52,7 +52,7 @@ from stableaudio_async.errors import (
     RateLimitedError,
 )
 from stableaudio_async.http import open_reply, read_reply, send, send_tracing
-from stableaudio_async.journal import JobState, JobStore, Journal
+from stableaudio_async.journal import JobRecord, JobState, JobStore, Journal
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import (
     AudioSource,
@@ -68,7 +68,7 @@ from stableaudio_async.models import (
     Succeeded,
     Timings,
 )
-from stableaudio_async.polling import fetch_status, poll_until_done
+from stableaudio_async.polling import CompletionTimes, fetch_status, poll_until_done
 from stableaudio_async.providers import Adapter, adapter_class
 from stableaudio_async.providers.base import AUDIO_SUFFIXES, is_url
 from stableaudio_async.ratelimit import RateLimiter, slot
@@ -100,6 +100,9 @@ class ProviderProgress:
 
 #: CDN answers meaning "this URL no longer works": ask the provider for a fresh one.
 _EXPIRED = frozenset({403, 404, 410})
+
+#: Files up to this size are checked on the event loop rather than in a worker thread.
+_INLINE_CHECK_BYTES = 1024 * 1024
 
 #: The request count of the pause-only limiter of a provider that publishes no limit.
 _UNLIMITED = 10**9
@@ -170,6 +173,9 @@ class _Provider:
             if poll_limit else self.limiter if limit is None or limit.counts == "all" else None
         )
         self.slots = anyio.CapacityLimiter(settings.max_in_flight)
+        poll = settings.poll
+        self.completion_times = CompletionTimes(poll.expected, min_gap=poll.near_interval,
+                                                learn=poll.learn)
         self.counts = _Counts()
         #: The error that stopped all submissions to this provider (a refused key, no credit).
         self.stopped: ProviderError | None = None
@@ -477,18 +483,22 @@ class Engine:
         self, jobs: list[Job], results: MemoryObjectSendStream[JobResult], scope: anyio.CancelScope
     ) -> None:
         async def one(job: Job) -> None:
-            result = await self._run_job(job)
+            result = await self._run_job(job, known.pop(job.id, None))
             await results.send(result)
 
         with scope:
+            # One read for the whole batch rather than one per job.
+            known = {record.job_id: record for record in await self._journal.records()}
             async with results, anyio.create_task_group() as tg:
                 for job in jobs:
                     tg.start_soon(one, job)
 
-    async def _run_job(self, job: Job) -> JobResult:
+    async def _run_job(self, job: Job, record: JobRecord | None = None) -> JobResult:
+        """Run one job to its result; ``record`` is its journal record, if already read."""
         provider = self._providers[job.provider]
         bound = log.bind(job_id=job.id, provider=job.provider)
-        record = await self._journal.get(job.id)
+        if record is None:
+            record = await self._journal.get(job.id)
         if record is not None and self.force and record.state is not JobState.PENDING:
             await self._journal.reset(job.id)
             record = None
@@ -597,9 +607,13 @@ class Engine:
     async def _check_audio(self, provider: _Provider, job: Job, run: _JobRun,
                            written: WrittenFile) -> None:
         """Keep a download only if it is audio of the format and about the length asked for."""
-        problem = await anyio.to_thread.run_sync(functools.partial(
-            check_audio, written.path, expected_format=provider.adapter.output_format(job),
-            expected_duration=job.duration))
+        check = functools.partial(check_audio, written.path,
+                                  expected_format=provider.adapter.output_format(job),
+                                  expected_duration=job.duration)
+        # A small file was just written and is in the page cache: its headers are read in
+        # well under a millisecond, less than a trip to a worker thread costs.
+        problem = check() if written.size <= _INLINE_CHECK_BYTES \
+            else await anyio.to_thread.run_sync(check)
         if problem is None:
             return
         # Kept beside the real outputs for inspection, never under the final name.
@@ -846,6 +860,7 @@ class Engine:
             deadline=anyio.current_time() + policy.timeout, limiter=provider.poll_limiter,
             request_timeout=provider.settings.request_timeout, rand=self._rand, job_id=job.id,
             on_outcome=lambda error: provider.record_outcome(error, bound),
+            times=provider.completion_times,
         )
         try:
             async for status in statuses:

@@ -14,6 +14,7 @@ commit (or are flushed after :data:`NOTE_DELAY` seconds, or on close).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import queue
 import sqlite3
@@ -211,13 +212,13 @@ class Journal:
         self._notes: dict[str, tuple[str, float]] = {}
         self._notes_due = 0.0
         self._thread: threading.Thread | None = None
-        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> Self:
         # Shielded: abandoning the thread halfway would leak an open connection.
         with anyio.CancelScope(shield=True):
             conn = await anyio.to_thread.run_sync(self._open)
-        self._token = anyio.lowlevel.current_token()
+        self._loop = asyncio.get_running_loop()
         self._accepting = True
         # Daemon: should the event loop die without closing us, the interpreter may still exit;
         # whatever was committed is safe, which is the point of the journal.
@@ -433,11 +434,12 @@ class Journal:
         self._wake(ops)
 
     def _wake(self, ops: list[_Op]) -> None:
-        if not ops or self._token is None:
+        if not ops or self._loop is None:
             return
-        # If the event loop is gone, so is everyone who was waiting.
-        with suppress(anyio.RunFinishedError):
-            anyio.from_thread.run_sync(_set_all, ops, token=self._token)
+        # Handed to the event loop without waiting for it to run, so the writer goes straight
+        # on to the next batch. If the loop is gone, so is everyone who was waiting.
+        with suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_set_all, ops)
 
 
 def _set_all(ops: list[_Op]) -> None:

@@ -23,6 +23,10 @@ class Manifest:
         self._lock = anyio.Lock()
         #: Ids of the jobs with a line in the manifest (see :meth:`load`).
         self.ids: set[str] = set()
+        # Lines waiting for the next write; how many were ever queued, and written.
+        self._pending: list[bytes] = []
+        self._queued = 0
+        self._written = 0
 
     async def load(self) -> None:
         """Read the ids already listed, dropping a last line a crash left half-written."""
@@ -48,13 +52,23 @@ class Manifest:
         return ids
 
     async def append(self, result: JobResult) -> None:
-        """Append ``result`` as one line and make it durable before returning."""
+        """Append ``result`` as one line and make it durable before returning.
+
+        Lines appended while another write is on its way are written (and fsynced) together
+        by whichever caller gets the lock next: a group commit.
+        """
         self.ids.add(result.id)
-        line = result.model_dump_json() + "\n"
+        self._pending.append(result.model_dump_json().encode() + b"\n")
+        self._queued += 1
+        mine = self._queued
         async with self._lock:
+            if self._written >= mine:
+                return  # an earlier caller's write took this line along
+            lines, self._pending = self._pending, []
             # Shielded: a line cancelled halfway would corrupt the manifest for good.
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._write, line.encode())
+                await anyio.to_thread.run_sync(self._write, b"".join(lines))
+            self._written += len(lines)
 
     def _write(self, data: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -1,8 +1,11 @@
-"""One job's status loop: poll with capped exponential backoff and jitter until final or the deadline."""
+"""One job's status loop: poll where the provider's jobs are likely to finish (learned from the
+jobs before it), else with capped exponential backoff, with jitter, until final or the deadline."""
 
 from __future__ import annotations
 
+import bisect
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -17,9 +20,64 @@ from stableaudio_async.providers.base import Adapter
 from stableaudio_async.ratelimit import RateLimiter, slot
 from stableaudio_async.retry import backoff_delay, should_retry
 
-__all__ = ["fetch_status", "poll_until_done"]
+__all__ = ["CompletionTimes", "fetch_status", "poll_until_done"]
 
 log = structlog.get_logger(__name__)
+
+
+class CompletionTimes:
+    """How long one provider's jobs take from submission to done, learned as they finish.
+
+    Each finished job adds one observation: the midpoint between its last poll that found it
+    unfinished and the first that found it done. :meth:`next_poll` places polls at the deciles
+    of the latest ``window`` observations, at least ``min_gap`` seconds apart, so that every
+    poll has about the same chance of finding the job done and the detection delay stays near
+    ``min_gap / 2`` however long generation takes. Until ``min_samples`` jobs have finished,
+    ``prior`` (a documented typical time, if any) is the only observation; with ``learn``
+    false it always is.
+    """
+
+    #: The fractions of completion times polls are placed at.
+    QUANTILES = tuple(q / 10 for q in range(1, 11))
+
+    def __init__(self, prior: float | None = None, *, min_gap: float = 1.0, window: int = 64,
+                 min_samples: int = 5, learn: bool = True) -> None:
+        self.prior = prior
+        self.min_gap = min_gap
+        self.min_samples = min_samples
+        self.learn = learn
+        self._recent: deque[float] = deque(maxlen=window)
+        self._targets: list[float] | None = None
+
+    def record(self, not_done_at: float, done_at: float) -> None:
+        """Note a job found unfinished ``not_done_at`` and done ``done_at`` seconds after
+        its submission. Ignored when not learning."""
+        if not self.learn:
+            return
+        self._recent.append((not_done_at + done_at) / 2)
+        self._targets = None
+
+    def targets(self) -> list[float]:
+        """Seconds after submission to poll at, before backing off; empty: nothing known."""
+        if self._targets is None:
+            if len(self._recent) >= self.min_samples:
+                ordered = sorted(self._recent)
+                last = len(ordered) - 1
+                self._targets = sorted({ordered[round(q * last)] for q in self.QUANTILES})
+            else:
+                self._targets = [] if self.prior is None else [self.prior]
+        return self._targets
+
+    def next_poll(self, elapsed: float, polled: bool) -> float | None:
+        """Seconds after submission for the next poll of a job ``elapsed`` seconds old, or
+        ``None`` once it is past every target (the caller backs off). ``polled`` says whether
+        the job has been polled yet: the gap from the last poll is kept only after one."""
+        targets = self.targets()
+        earliest = elapsed + self.min_gap if polled else elapsed
+        index = bisect.bisect_right(targets, elapsed)
+        if index == len(targets):
+            return None
+        return max(targets[index], earliest)
 
 
 async def fetch_status(
@@ -56,11 +114,14 @@ async def poll_until_done(
     rand: Callable[[], float] = random.random,
     job_id: str | None = None,
     on_outcome: Callable[[ProviderError | None], None] | None = None,
+    times: CompletionTimes | None = None,
 ) -> AsyncIterator[RemoteStatus]:
     """Yield each new status of ``handle`` until it is final (the last one yielded).
 
-    A :class:`Ready` status is followed at once by fetching the result. Waits ``initial``,
-    then ``initial * factor``, … up to ``max`` seconds between polls, each
+    A :class:`Ready` status is followed at once by fetching the result. With ``times`` (the
+    provider's :class:`CompletionTimes`), polls go where its jobs finish and a success is
+    recorded there; past those, or without them, waits ``initial`` (``near_interval`` past
+    learned times), then that times ``factor``, … up to ``max`` seconds between polls, each
     shortened by up to ``jitter``. Every poll first takes a slot from ``limiter`` (pass the
     provider's limiter only when it counts polls). Transient errors are retried on the same
     schedule; a 429 pauses the whole limiter for its Retry-After. ``on_outcome`` hears of
@@ -68,7 +129,11 @@ async def poll_until_done(
     time on :func:`anyio.current_time`'s clock) :class:`DeadlineExceededError` is raised.
     """
     last: RemoteStatus = handle.status
+    start = anyio.current_time()
     attempt = 0
+    # Polls since the job outlived every learned target: the backoff restarts from there.
+    overdue = 0
+    not_done_at = 0.0
     while True:
         now = anyio.current_time()
         if now >= deadline:
@@ -76,11 +141,22 @@ async def poll_until_done(
                 f"no final status within the job deadline (last: {type(last).__name__.lower()})",
                 provider=adapter.name, job_id=job_id, request_id=handle.request_id,
             )
-        delay = backoff_delay(attempt, initial=policy.initial, maximum=policy.max,
-                              factor=policy.factor, jitter=policy.jitter, rand=rand)
+        target = times.next_poll(now - start, attempt > 0) if times is not None else None
+        if target is not None:
+            # Spread by a fraction of the gap between polls, not of the wait: a long-awaited
+            # poll shortened by a tenth would land well before the job is likely done.
+            delay = max(0.0, start + target - now - policy.jitter * policy.near_interval * rand())
+        elif times is not None and times.targets():
+            delay = backoff_delay(overdue, initial=policy.near_interval, maximum=policy.max,
+                                  factor=policy.factor, jitter=policy.jitter, rand=rand)
+            overdue += 1
+        else:
+            delay = backoff_delay(attempt, initial=policy.initial, maximum=policy.max,
+                                  factor=policy.factor, jitter=policy.jitter, rand=rand)
         # The last poll happens at the deadline rather than after it.
         await anyio.sleep(min(delay, deadline - now))
         attempt += 1
+        polled_at = anyio.current_time() - start
         try:
             status = await fetch_status(session, adapter, handle, limiter=limiter,
                                         request_timeout=request_timeout)
@@ -97,6 +173,11 @@ async def poll_until_done(
             continue
         if on_outcome is not None:
             on_outcome(None)
+        if isinstance(status, Succeeded):
+            if times is not None:
+                times.record(not_done_at, polled_at)
+        elif not isinstance(status, Failed):
+            not_done_at = polled_at
         if status != last:
             last = status
             yield status

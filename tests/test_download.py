@@ -82,7 +82,7 @@ async def test_atomic_writer_commit_writes_final_file(tmp_path: Path) -> None:
     """Committing renames a whole, hashed file into place and leaves no temporary file."""
     dest = tmp_path / "job-1.mp3"
     chunks = [b"ID3", b"\x00" * 1000, b"tail"]
-    async with AtomicWriter(dest, content_type="audio/mpeg") as writer:
+    async with AtomicWriter(dest, content_type="audio/mpeg", buffer_limit=0) as writer:
         for chunk in chunks:
             await writer.write(chunk)
         assert not dest.exists()
@@ -120,7 +120,7 @@ async def test_atomic_writer_error_leaves_nothing(tmp_path: Path) -> None:
         pass
 
     with pytest.raises(Boom):
-        async with AtomicWriter(dest) as writer:
+        async with AtomicWriter(dest, buffer_limit=0) as writer:
             await writer.write(b"partial audio")
             assert writer.temp_path.exists()
             raise Boom
@@ -146,7 +146,7 @@ async def test_atomic_writer_cancellation_leaves_nothing(tmp_path: Path) -> None
     """Cancelling the task inside the block leaves neither final nor temporary file."""
     dest = tmp_path / "job-1.mp3"
     with anyio.CancelScope() as scope:
-        async with AtomicWriter(dest) as writer:
+        async with AtomicWriter(dest, buffer_limit=0) as writer:
             await writer.write(b"partial audio")
             assert writer.temp_path.exists()
             scope.cancel()
@@ -154,6 +154,46 @@ async def test_atomic_writer_cancellation_leaves_nothing(tmp_path: Path) -> None
     assert scope.cancelled_caught
     assert not dest.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_atomic_writer_small_file_stays_in_memory_until_commit(tmp_path: Path) -> None:
+    """A file within the buffer touches the disk only at commit, then exactly as written."""
+    dest = tmp_path / "job-1.mp3"
+    async with AtomicWriter(dest, buffer_limit=100) as writer:
+        await writer.write(b"a" * 60)
+        await writer.restart()
+        await writer.write(b"b" * 40)
+        await writer.write(b"c" * 60)
+        assert list(tmp_path.iterdir()) == []
+        written = await writer.commit()
+    assert dest.read_bytes() == b"b" * 40 + b"c" * 60
+    assert written.sha256 == hashlib.sha256(b"b" * 40 + b"c" * 60).hexdigest()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_atomic_writer_streams_past_the_buffer(tmp_path: Path) -> None:
+    """Past ``buffer_limit`` the file goes to disk with what was held, and streams on; a
+    restart then empties the file itself."""
+    dest = tmp_path / "job-1.wav"
+    async with AtomicWriter(dest, buffer_limit=100) as writer:
+        for chunk in (b"a" * 80, b"b" * 80, b"c" * 80):
+            await writer.write(chunk)
+        await writer.commit()
+    assert dest.read_bytes() == b"a" * 80 + b"b" * 80 + b"c" * 80
+    async with AtomicWriter(dest, buffer_limit=100) as writer:
+        await writer.write(b"a" * 80)
+        assert not writer.temp_path.exists()
+        await writer.write(b"b" * 80)
+        assert writer.temp_path.exists()
+        assert writer.size == 160
+        await writer.restart()
+        await writer.write(b"c" * 30)
+        written = await writer.commit()
+    assert dest.read_bytes() == b"c" * 30
+    assert written.size == 30
+    assert leftovers(tmp_path) == []
 
 
 # ---- fetch_audio against a real loopback server -------------------------------------------

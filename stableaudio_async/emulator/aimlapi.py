@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 from aiohttp import web
 
-from stableaudio_async.emulator.audio import CONTENT_TYPES, render_audio
+from stableaudio_async.emulator.audio import CONTENT_TYPES
 from stableaudio_async.emulator.server import EmulatedJob, Emulator
 
 __all__ = ["add_routes"]
@@ -150,6 +150,7 @@ async def _status(request: web.Request, emu: Emulator, sizes: dict[str, int]
     job = emu.jobs.get(generation_id)
     if job is None or job.provider != PROVIDER:
         return _error(request, emu, 404, f"Generation {generation_id} not found")
+    emu.observe(job)
     return web.json_response(await _generation(request, emu, job, sizes))
 
 
@@ -165,8 +166,7 @@ async def _generation(request: web.Request, emu: Emulator, job: EmulatedJob,
         if size is None:
             # Rendered as the CDN will render it, but not through emu.render: nothing has been
             # served yet. Off the event loop, so other requests are not held up.
-            data = await anyio.to_thread.run_sync(
-                render_audio, job.prompt, None, float(job.params["duration"]), OUTPUT_FORMAT)
+            data, _ = await anyio.to_thread.run_sync(emu.audio, job)
             size = sizes[job.request_id] = len(data)
         body["status"] = "completed"
         body["audio_file"] = {

@@ -300,6 +300,7 @@ async def _status(request: web.Request, emu: Emulator, queue: _Queue, model: str
     job = _find(emu, model, request.match_info["request_id"])
     if job is None:
         return _not_found(emu)
+    emu.observe(job)
     response_url = (f"{request.scheme}://{request.host}/{model}/requests/{job.request_id}")
     want_logs = request.query.get("logs") in ("1", "true")
     phase = emu.phase(job)

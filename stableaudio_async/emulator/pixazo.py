@@ -148,6 +148,7 @@ async def _status(request: web.Request, emu: Emulator) -> web.StreamResponse:
         stats.errors[404] += 1
         return web.json_response(
             {"error": "Not Found", "message": "Request not found"}, status=404)
+    emu.observe(job)
     return web.json_response(_status_body(request, emu, job))
 
 

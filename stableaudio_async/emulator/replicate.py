@@ -253,6 +253,7 @@ class _Replicate:
         job = self.job(request)
         if job is None:
             return self.error(404, "Not found", "Not found.")
+        self.emu.observe(job)
         return web.json_response(self.prediction(request, job))
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:

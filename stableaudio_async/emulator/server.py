@@ -9,10 +9,14 @@ be injected per provider (``EmulatorConfig.faults``; see :mod:`.faults`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import json
 import math
 import pkgutil
+import random
+import resource
 import time
 import uuid
 from collections import Counter, deque
@@ -24,7 +28,7 @@ import anyio
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stableaudio_async.config import PollPolicy, RateLimit, RetryPolicy, Settings, load_settings
+from stableaudio_async.config import RateLimit, RetryPolicy, Settings, load_settings
 from stableaudio_async.emulator.audio import CONTENT_TYPES, render_audio
 from stableaudio_async.emulator.faults import FILE_PREFIX_NAMES, FaultInjector, FaultRates
 
@@ -60,6 +64,9 @@ class EmulatorConfig(BaseModel):
     #: Emulated generation time: a fixed part plus a part per second of requested audio.
     generation_time: float = Field(default=5.0, ge=0)
     generation_time_per_second: float = Field(default=0.0, ge=0)
+    #: Spread of generation times: each job's is drawn uniformly within ± this fraction
+    #: (seeded by ``fault_seed``), as real generation times vary with load and prompt.
+    generation_jitter: float = Field(default=0.0, ge=0, lt=1)
     limits: dict[str, EmulatedLimit] = Field(
         default_factory=lambda: {
             "pixazo": EmulatedLimit(requests=10, period=1.0, counts="all"),
@@ -83,6 +90,10 @@ class EmulatorConfig(BaseModel):
     faults: dict[str, FaultRates] = Field(default_factory=dict)
     #: Seeds every fault decision, so that a run meets the same faults again.
     fault_seed: int = 0
+    #: Render at most this many distinct pieces of audio (each job's prompt and seed pick
+    #: one), cached once rendered, so that the CPU goes to serving rather than to synthesis:
+    #: for benchmarks of many jobs. ``None``: every prompt and seed sounds different.
+    audio_variants: int | None = Field(default=None, ge=1)
 
     @field_validator("faults")
     @classmethod
@@ -145,6 +156,10 @@ class EmulatedJob:
     outcome: Literal["COMPLETED", "FAILED", "ERROR"]
     #: When the client cancelled the job (providers that allow it), else None.
     cancelled_at: float | None = None
+    #: Status requests the client made for this job.
+    polls: int = 0
+    #: When a status request first found the job done (for detection delay), else None.
+    seen_done_at: float | None = None
 
     @property
     def prompt(self) -> str:
@@ -209,6 +224,7 @@ class Emulator:
         self._locked_until: dict[tuple[str, str], float] = {}
         self._runner: web.AppRunner | None = None
         self.faults = FaultInjector(self)
+        self._generation_rand = random.Random(self.config.fault_seed)
         self.app = self._build_app()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -221,6 +237,8 @@ class Emulator:
         cdn = app.router.add_get("/cdn/{provider}/{name}", self._cdn)
         self.faults.register([cdn], None, ())
         app.router.add_get("/_emulator/stats", self._stats)
+        app.router.add_get("/_emulator/jobs", self._jobs)
+        app.router.add_get("/_emulator/process", self._process)
         # Every provider on its real paths, one port for all: a provider is a module here
         # with an `add_routes(app, emulator)`. The routes each adds are recorded as its own,
         # for the faults; those under a MEDIA_PREFIX or DELIVERY_PREFIX it names serve files.
@@ -284,9 +302,11 @@ class Emulator:
                 "poll_rate_limit": self._scaled(self.config.poll_limits.get(name),
                                                 provider.poll_rate_limit, None, margin,
                                                 min_margin),
-                "poll": PollPolicy(initial=poll.initial * scale, max=poll.max * scale,
-                                   factor=poll.factor, jitter=poll.jitter,
-                                   timeout=poll_timeout * scale),
+                "poll": poll.model_copy(update={
+                    "initial": poll.initial * scale, "max": poll.max * scale,
+                    "near_interval": poll.near_interval * scale,
+                    "expected": None if poll.expected is None else poll.expected * scale,
+                    "timeout": poll_timeout * scale}),
                 "circuit": provider.circuit.model_copy(update={
                     "cooldown": provider.circuit.cooldown * scale,
                     "max_cooldown": provider.circuit.max_cooldown * scale}),
@@ -382,6 +402,8 @@ class Emulator:
         queue = cfg.queue_time * cfg.time_scale
         generation = (cfg.generation_time + cfg.generation_time_per_second * duration
                       ) * cfg.time_scale
+        if cfg.generation_jitter:
+            generation *= 1 + cfg.generation_jitter * (2 * self._generation_rand.random() - 1)
         prompt = str(params.get("prompt", ""))
         outcome: Literal["COMPLETED", "FAILED", "ERROR"] = "COMPLETED"
         if FAIL_MARKER in prompt:
@@ -405,6 +427,12 @@ class Emulator:
         if delay > 0:
             await anyio.sleep(delay)
 
+    def observe(self, job: EmulatedJob) -> None:
+        """Count a status request for ``job``; note when one first finds it done."""
+        job.polls += 1
+        if job.seen_done_at is None and self.phase(job) == "DONE":
+            job.seen_done_at = self.now()
+
     def phase(self, job: EmulatedJob) -> Literal["QUEUED", "PROCESSING", "DONE"]:
         now = self.now()
         if now < job.queued_until:
@@ -423,6 +451,12 @@ class Emulator:
 
     def render(self, job: EmulatedJob) -> tuple[bytes, str]:
         """The job's audio file and its content type; records its checksum as served."""
+        data, content_type = self.audio(job)
+        self.provider_stats(job.provider).served[job.request_id] = hashlib.sha256(data).hexdigest()
+        return data, content_type
+
+    def audio(self, job: EmulatedJob) -> tuple[bytes, str]:
+        """The job's audio file and its content type (deterministic in the job's parameters)."""
         fmt = str(job.params.get("output_format") or "mp3")
         bitrate = job.params.get("bitrate")
         kbps = int(str(bitrate).rstrip("kK")) if bitrate else None
@@ -430,9 +464,14 @@ class Emulator:
         duration = float(job.params.get("duration") or 30)
         if SHORT_MARKER in job.prompt:
             duration /= 2
-        data = render_audio(job.prompt, seed if isinstance(seed, int) else None, duration, fmt,
-                            bitrate_kbps=kbps)
-        self.provider_stats(job.provider).served[job.request_id] = hashlib.sha256(data).hexdigest()
+        seed = seed if isinstance(seed, int) else None
+        variants = self.config.audio_variants
+        if variants is None:
+            data = render_audio(job.prompt, seed, duration, fmt, bitrate_kbps=kbps)
+        else:
+            key = hashlib.sha256(json.dumps([job.prompt, seed]).encode()).digest()
+            variant = int.from_bytes(key[:8], "big") % variants
+            data = _render_variant(variant, duration, fmt, kbps)
         return data, CONTENT_TYPES[fmt]
 
     def summary(self) -> dict[str, dict[str, Any]]:
@@ -456,6 +495,27 @@ class Emulator:
     async def _stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.summary())
 
+    def job_timings(self) -> list[dict[str, Any]]:
+        """Every accepted job's timeline, as served by ``GET /_emulator/jobs``: when it was
+        accepted (the emulator's monotonic clock), and in real seconds from then, when it was
+        done and when a status request first found it done (``None`` if none has yet), with
+        how many status requests it had."""
+        return [
+            {"provider": job.provider, "request_id": job.request_id, "accepted_at": job.created,
+             "done_after": job.done_at - job.created, "polls": job.polls,
+             "seen_after": None if job.seen_done_at is None else job.seen_done_at - job.created}
+            for job in self.jobs.values()
+        ]
+
+    async def _jobs(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.job_timings())
+
+    async def _process(self, request: web.Request) -> web.StreamResponse:
+        # The emulator's own cost, so a benchmark can show it is not the bottleneck.
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return web.json_response({"cpu_seconds": usage.ru_utime + usage.ru_stime,
+                                  "max_rss_kb": usage.ru_maxrss})
+
     # -- the CDN -----------------------------------------------------------------------------
 
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
@@ -477,6 +537,12 @@ class Emulator:
         # delayed by the CDN's CPU work.
         data, content_type = await anyio.to_thread.run_sync(self.render, job)
         return web.Response(body=data, content_type=content_type)
+
+
+@functools.lru_cache(maxsize=16)
+def _render_variant(variant: int, duration: float, fmt: str, kbps: int | None) -> bytes:
+    """One of a bounded set of renders (``EmulatorConfig.audio_variants``), kept once made."""
+    return render_audio(f"variant {variant}", variant, duration, fmt, bitrate_kbps=kbps)
 
 
 def retry_after_header(wait: float, time_scale: float) -> str:

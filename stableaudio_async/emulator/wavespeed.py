@@ -268,6 +268,7 @@ async def _result(request: web.Request, emu: Emulator, state: _State) -> web.Str
     job = emu.jobs.get(request.match_info["request_id"])
     if job is None or job.provider != PROVIDER:
         return _error(emu, 404, "prediction not found")
+    emu.observe(job)
     return _envelope(await _prediction(request, emu, state, job))
 
 

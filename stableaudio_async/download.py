@@ -117,7 +117,8 @@ class AtomicWriter(AsyncResource):
         self._buffer += chunk
         self._size += len(chunk)
         if len(self._buffer) > self.buffer_limit:
-            held, self._buffer = bytes(self._buffer), bytearray()
+            # Handed over whole (not copied): a fresh buffer takes the next writes.
+            held, self._buffer = self._buffer, bytearray()
             self._file = await anyio.to_thread.run_sync(_append, self._file, self.temp_path,
                                                         held, self._hash)
 
@@ -133,7 +134,7 @@ class AtomicWriter(AsyncResource):
     async def commit(self) -> WrittenFile:
         """Make the data durable (fsync), then rename it into place (and fsync the folder)."""
         assert self._entered, "AtomicWriter used outside `async with`"
-        held, self._buffer = bytes(self._buffer), bytearray()
+        held, self._buffer = self._buffer, bytearray()
         await anyio.to_thread.run_sync(_finish, self._file, self.temp_path, self.path, held,
                                        self._hash)
         self._closed = True
@@ -150,7 +151,7 @@ class AtomicWriter(AsyncResource):
                 await anyio.to_thread.run_sync(_discard, self._file, self.temp_path)
 
 
-def _append(fh: IO[bytes] | None, temp: Path, data: bytes, digest: Any) -> IO[bytes]:
+def _append(fh: IO[bytes] | None, temp: Path, data: bytearray, digest: Any) -> IO[bytes]:
     """Write and hash ``data`` at the end of ``fh``, opening ``temp`` first if need be."""
     if fh is None:
         fh = open(temp, "wb")  # noqa: SIM115 - closed by _finish or _discard
@@ -164,7 +165,7 @@ def _truncate(fh: IO[bytes]) -> None:
     fh.truncate()
 
 
-def _finish(fh: IO[bytes] | None, temp: Path, dest: Path, data: bytes, digest: Any) -> None:
+def _finish(fh: IO[bytes] | None, temp: Path, dest: Path, data: bytearray, digest: Any) -> None:
     """Write the rest, fsync, close and rename into place; on failure leave no temp file."""
     try:
         fh = _append(fh, temp, data, digest)

@@ -1,0 +1,220 @@
+"""Where status polls go: the learned completion-time schedule (pure) and the engine using it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import pytest
+
+from stableaudio_async import Engine, Job
+from stableaudio_async.config import PollPolicy, Settings
+from stableaudio_async.emulator import EmulatedJob, EmulatedLimit, Emulator
+from stableaudio_async.polling import CompletionTimes
+
+from conftest import TEST_KEY, fast_config
+
+ENV = {"PIXAZO_API_KEY": TEST_KEY}
+
+
+def record_midpoints(times: CompletionTimes, midpoints: list[float]) -> None:
+    """Record one finished job per midpoint, found unfinished 1 s before and done 1 s after it."""
+    for m in midpoints:
+        times.record(m - 1.0, m + 1.0)
+
+
+# ---- CompletionTimes: pure ------------------------------------------------------------------
+
+
+def test_nothing_known_means_plain_backoff() -> None:
+    """Without a prior or samples there are no targets and next_poll defers to backoff (None)."""
+    times = CompletionTimes()
+    assert times.targets() == []
+    assert times.next_poll(0.0, polled=False) is None
+    assert times.next_poll(3.0, polled=True) is None
+
+
+def test_prior_alone_is_the_only_target() -> None:
+    """A prior is the single target: the first poll waits for it, and past it backoff takes over."""
+    times = CompletionTimes(42.0, min_gap=1.0)
+    assert times.targets() == [42.0]
+    assert times.next_poll(0.0, polled=False) == 42.0
+    # Already polled at 5 s: the prior is further away than min_gap, so it stands.
+    assert times.next_poll(5.0, polled=True) == 42.0
+    assert times.next_poll(42.0, polled=True) is None
+    assert times.next_poll(50.0, polled=True) is None
+
+
+def test_prior_rules_until_min_samples_then_deciles_of_midpoints() -> None:
+    """Below min_samples the prior stays; from then on targets are the sorted, unique deciles."""
+    times = CompletionTimes(50.0, min_gap=0.5, min_samples=5)
+    record_midpoints(times, [14.0, 10.0, 13.0, 11.0])
+    assert times.targets() == [50.0]
+    record_midpoints(times, [12.0])
+    # Deciles of 10..14 (index round(q * 4)): 10, 11, 11, 12, 12, 12, 13, 13, 14, 14.
+    assert times.targets() == [10.0, 11.0, 12.0, 13.0, 14.0]
+    record_midpoints(times, [19.0, 15.0, 17.0, 16.0, 18.0])
+    # Deciles of 10..19 (index round(q * 9), 4.5 rounding to 4): 11, 12, …, 19 — 10 drops out.
+    assert times.targets() == [11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0]
+    assert times.next_poll(0.0, polled=False) == 11.0
+
+
+def test_midpoint_is_between_last_unfinished_and_first_done() -> None:
+    """Each record contributes (not_done_at + done_at) / 2, not either end."""
+    times = CompletionTimes(min_samples=5)
+    for _ in range(5):
+        times.record(8.0, 12.0)
+    assert times.targets() == [10.0]
+    times = CompletionTimes(min_samples=5)
+    for _ in range(5):
+        times.record(0.0, 6.0)  # first poll found it done: anywhere in (0, 6]
+    assert times.targets() == [3.0]
+
+
+def test_next_poll_keeps_min_gap_after_a_poll() -> None:
+    """Once polled, the next poll is the next target or elapsed + min_gap, whichever is later."""
+    times = CompletionTimes(min_gap=2.5, min_samples=5)
+    record_midpoints(times, [float(m) for m in range(10, 20)])  # targets 11..19
+    # Far from the next target: it rules.
+    assert times.next_poll(5.0, polled=True) == 11.0
+    # Not yet polled: no gap to keep, the next target itself.
+    assert times.next_poll(12.0, polled=False) == 13.0
+    # Polled at 12: target 13 is too close, so 12 + 2.5.
+    assert times.next_poll(12.0, polled=True) == 14.5
+    # Polled between targets: the strictly later target when far enough.
+    wide = CompletionTimes(min_gap=0.5, min_samples=5)
+    record_midpoints(wide, [float(m) for m in range(10, 20)])
+    assert wide.next_poll(12.0, polled=True) == 13.0
+    assert wide.next_poll(12.75, polled=True) == 13.25
+    # Past the last target: back to backoff.
+    assert times.next_poll(19.0, polled=True) is None
+    assert times.next_poll(18.0, polled=True) == 20.5  # a target remains; the gap decides
+    for step in range(0, 80):
+        elapsed = step * 0.25
+        after = times.next_poll(elapsed, polled=True)
+        if elapsed >= 19.0:
+            assert after is None
+        else:
+            assert after is not None and after >= elapsed + 2.5
+
+
+def test_learn_false_ignores_records() -> None:
+    """With learn=False records change nothing: the prior (or nothing) stays."""
+    times = CompletionTimes(30.0, learn=False, min_samples=1)
+    record_midpoints(times, [5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    assert times.targets() == [30.0]
+    assert times.next_poll(0.0, polled=False) == 30.0
+    bare = CompletionTimes(learn=False, min_samples=1)
+    record_midpoints(bare, [5.0, 6.0, 7.0])
+    assert bare.targets() == [] and bare.next_poll(0.0, polled=False) is None
+
+
+def test_window_keeps_only_the_latest_samples() -> None:
+    """Only the latest `window` observations count: older ones leave the targets."""
+    times = CompletionTimes(window=5, min_samples=5)
+    record_midpoints(times, [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert times.targets() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    record_midpoints(times, [100.0, 101.0])
+    # 3, 4, 5, 100, 101: the two oldest are gone.
+    assert times.targets() == [3.0, 4.0, 5.0, 100.0, 101.0]
+    record_midpoints(times, [102.0, 103.0, 104.0])
+    assert times.targets() == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert times.next_poll(0.0, polled=False) == 100.0
+
+
+# ---- poll_until_done with times=, through the engine on the emulator -------------------------
+
+#: Real seconds per emulated second.
+SCALE = 0.01
+#: Emulated seconds from acceptance to done (no queue, no jitter): 0.5 real seconds.
+GENERATION = 50.0
+
+
+def schedule_emulator(**overrides: Any) -> Emulator:
+    """A Pixazo emulator whose jobs take exactly GENERATION emulated seconds, with a limit so
+    loose that pacing never moves a poll."""
+    values: dict[str, Any] = {
+        "time_scale": SCALE, "queue_time": 0.0, "generation_time": GENERATION,
+        "generation_jitter": 0.0,
+        "limits": {"pixazo": EmulatedLimit(requests=100_000, period=10.0, counts="all")},
+    }
+    values.update(overrides)
+    return Emulator(fast_config(**values))
+
+
+def with_poll(emu: Emulator, **poll: Any) -> Settings:
+    """The emulator's client settings with Pixazo's poll policy exactly ``poll`` (real seconds)."""
+    settings = emu.client_settings(min_margin=0.0)
+    pixazo = settings.providers["pixazo"]
+    policy = PollPolicy(timeout=30.0, jitter=0.0, **poll)
+    return settings.model_copy(update={"providers": {
+        **settings.providers, "pixazo": pixazo.model_copy(update={"poll": policy})}})
+
+
+def pixazo_jobs(tag: str, n: int) -> list[Job]:
+    return [Job(provider="pixazo", prompt=f"{tag} {i}", seed=i, duration=1) for i in range(n)]
+
+
+def emulated(emu: Emulator, request_ids: list[str]) -> list[EmulatedJob]:
+    return [emu.jobs[r] for r in request_ids]
+
+
+def detection_delay(job: EmulatedJob) -> float:
+    assert job.seen_done_at is not None
+    return job.seen_done_at - job.done_at
+
+
+@pytest.mark.anyio
+async def test_learned_schedule_polls_less_and_detects_sooner(tmp_path: Path) -> None:
+    """After a cold batch the engine polls where jobs finished: fewer polls, delay about near_interval."""
+    near = 0.04
+    async with schedule_emulator() as emu:
+        # Cold: 0.02, 0.05, 0.095, 0.16, 0.26, 0.42, 0.64 s → 7 polls for a 0.5 s job.
+        settings = with_poll(emu, initial=0.02, max=1.0, factor=1.5, near_interval=near)
+        async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
+            cold = [r async for r in engine.run(pixazo_jobs("cold", 8))]
+            learned = [r async for r in engine.run(pixazo_jobs("warm", 8))]
+            times = engine._providers["pixazo"].completion_times
+        assert all(r.ok for r in cold + learned), [r.error for r in cold + learned if not r.ok]
+        cold_jobs = emulated(emu, [r.request_id or "" for r in cold])
+        learned_jobs = emulated(emu, [r.request_id or "" for r in learned])
+    # Learned from 16 jobs: the cold ones' midpoints of (0.42, 0.64) s, near the real 0.5 s;
+    # the warm ones, found done at their first poll, add that poll's time (an upper bound),
+    # never half of it, so the learned times do not drift below the real ones.
+    targets = times.targets()
+    assert targets and targets[0] > 0.4 and 0.5 < targets[-1] <= 0.65, targets
+    cold_polls = mean(j.polls for j in cold_jobs)
+    learned_polls = mean(j.polls for j in learned_jobs)
+    assert cold_polls >= 5, [j.polls for j in cold_jobs]
+    assert learned_polls <= 3, [j.polls for j in learned_jobs]
+    assert learned_polls < cold_polls - 2
+    # Detected well within one near_interval (plus scheduling slack), unlike the cold 0.64 s poll.
+    learned_delays = [detection_delay(j) for j in learned_jobs]
+    assert all(0 <= d <= near + 0.06 for d in learned_delays), learned_delays
+    assert mean(learned_delays) < mean(detection_delay(j) for j in cold_jobs)
+
+
+@pytest.mark.anyio
+async def test_expected_alone_places_the_first_poll(tmp_path: Path) -> None:
+    """With expected set and learn=False, the first poll waits about `expected`: one poll, done."""
+    generation = GENERATION * SCALE  # 0.5 s
+    expected = generation + 0.08
+    async with schedule_emulator() as emu:
+        # Without `expected` this would be 7 polls (see the test above).
+        settings = with_poll(emu, initial=0.02, max=1.0, factor=1.5, near_interval=0.04,
+                             expected=expected, learn=False)
+        async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
+            # Enough finished jobs to learn from (min_samples), were learning on…
+            results = [r async for r in engine.run(pixazo_jobs("batch", 5))]
+            results.append(await engine.generate(pixazo_jobs("after", 1)[0]))
+            times = engine._providers["pixazo"].completion_times
+        assert all(r.ok for r in results), [r.error for r in results]
+        jobs = emulated(emu, [r.request_id or "" for r in results])
+    # …but nothing learned: the prior is still the only target, for the last job too.
+    assert times.targets() == [pytest.approx(expected)]
+    for job in jobs:
+        assert job.polls == 1, job.polls
+        assert job.seen_done_at is not None
+        seen_after = job.seen_done_at - job.created
+        assert expected - 0.01 <= seen_after <= expected + 0.1, seen_after

@@ -44,6 +44,9 @@ def side(config: EmulatorConfig, script: str, jobs: int, duration: int,
             cpu0 = emu.cpu_seconds()
             client = run_client(script, make_args(emu, "pixazo", jobs, out=out, **options))
             emu_cpu = emu.cpu_seconds() - cpu0
+            if client["completed"] != jobs:
+                raise RuntimeError(f"{script}: {client['completed']} of {jobs} jobs completed; "
+                                   f"first error: {client['first_error']}")
         urls = [f"{emu.url}/cdn/pixazo/{j['request_id']}.wav" for j in emu.jobs()]
         with scratch() as out:
             cpu0 = emu.cpu_seconds()

@@ -182,6 +182,9 @@ def measure(config: EmulatorConfig, script: str, provider: str, jobs: int,
         cpu0 = emu.cpu_seconds()
         client = run_client(script, make_args(emu, provider, jobs, out=out, **options))
         emu_cpu = emu.cpu_seconds() - cpu0
+        if client["completed"] != jobs:
+            raise RuntimeError(f"{script}: {client['completed']} of {jobs} jobs completed; "
+                               f"first error: {client['first_error']}")
         stats = emu.stats(provider)
         timings = emu.jobs()
     wall = client["wall_seconds"]

@@ -46,7 +46,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
     shadow = Emulator(config)
     shadow.host, port = args.url.removeprefix("http://").rsplit(":", 1)
     shadow.port = int(port)
-    return shadow.client_settings(base)
+    return shadow.client_settings(base, poll_timeout=args.poll_timeout)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--output-format", choices=("mp3", "wav"), default="mp3")
     parser.add_argument("--max-in-flight", type=int, default=0, help="0: the provider default")
     parser.add_argument("--no-learn", action="store_true", help="poll on the configured schedule")
+    parser.add_argument("--poll-timeout", type=float, default=600.0,
+                        help="each job's deadline (emulated seconds)")
     parser.add_argument("--expected", type=float, default=0.0,
                         help="the poll policy's expected generation time (emulated seconds)")
     parser.add_argument("--out", required=True)

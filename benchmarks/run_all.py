@@ -34,7 +34,7 @@ FULL: dict[str, Callable[[], dict[str, Any]]] = {
 QUICK: dict[str, Callable[[], dict[str, Any]]] = {
     "ceiling": lambda: ceiling.main(jobs=150, time_scale=0.2),
     "overhead": lambda: overhead.main(jobs=200, concurrency=32),
-    "scale": lambda: scale.main(jobs=1000, small=250, time_scale=0.02),
+    "scale": lambda: scale.main(jobs=1000, small=250, time_scale=0.005),
     "downloads": lambda: downloads.main(jobs=4, parallel=4),
     "polling": lambda: polling.main(jobs=60, concurrency=16),
 }

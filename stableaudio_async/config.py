@@ -83,8 +83,8 @@ class PollPolicy(_Frozen):
     The engine learns how long each provider's jobs take (submission to done, over its recent
     jobs) and polls where completions fall: first at their 10th percentile, then at each
     further decile, never closer than ``near_interval`` seconds, and past the slowest it has
-    seen backs off from ``near_interval`` by ``factor`` up to ``max``. Until it has seen
-    enough jobs finish, ``expected`` (the provider's documented generation time, if any)
+    seen backs off from ``near_interval`` by ``factor`` up to ``max``. Until it has seen a
+    first job finish, ``expected`` (the provider's documented generation time, if any)
     stands in for them; without it, polls back off from ``initial`` by ``factor`` up to
     ``max``.
 

@@ -32,16 +32,17 @@ class CompletionTimes:
     unfinished and the first that found it done. :meth:`next_poll` places polls at the deciles
     of the latest ``window`` observations, at least ``min_gap`` seconds apart, so that every
     poll has about the same chance of finding the job done and the detection delay stays near
-    ``min_gap / 2`` however long generation takes. Until ``min_samples`` jobs have finished,
-    ``prior`` (a documented typical time, if any) is the only observation; with ``learn``
-    false it always is.
+    ``min_gap / 2`` however long generation takes. Until ``min_samples`` jobs have finished
+    (one by default: the first completion already tells the jobs still waiting that theirs
+    is near), ``prior`` (a documented typical time, if any) is the only observation; with
+    ``learn`` false it always is.
     """
 
     #: The fractions of completion times polls are placed at.
     QUANTILES = tuple(q / 10 for q in range(1, 11))
 
     def __init__(self, prior: float | None = None, *, min_gap: float = 1.0, window: int = 64,
-                 min_samples: int = 5, learn: bool = True) -> None:
+                 min_samples: int = 1, learn: bool = True) -> None:
         self.prior = prior
         self.min_gap = min_gap
         self.min_samples = min_samples

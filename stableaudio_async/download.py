@@ -88,7 +88,8 @@ class AtomicWriter(AsyncResource):
         self.buffer_limit = buffer_limit
         self._hash = hashlib.sha256()
         self._size = 0
-        self._buffer = bytearray()
+        self._held: list[bytes] = []
+        self._held_size = 0
         self._entered = False
         self._file: IO[bytes] | None = None
         self._closed = False
@@ -114,18 +115,19 @@ class AtomicWriter(AsyncResource):
     async def write(self, chunk: bytes) -> None:
         """Append ``chunk`` to the file."""
         assert self._entered, "AtomicWriter used outside `async with`"
-        self._buffer += chunk
+        self._held.append(chunk)
+        self._held_size += len(chunk)
         self._size += len(chunk)
-        if len(self._buffer) > self.buffer_limit:
-            # Handed over whole (not copied): a fresh buffer takes the next writes.
-            held, self._buffer = self._buffer, bytearray()
+        if self._held_size > self.buffer_limit:
+            # The chunks as they came, never joined: no copy on the way to the disk.
+            held, self._held, self._held_size = self._held, [], 0
             self._file = await anyio.to_thread.run_sync(_append, self._file, self.temp_path,
                                                         held, self._hash)
 
     async def restart(self) -> None:
         """Throw away what was written so far (the server would not resume it)."""
         assert self._entered, "AtomicWriter used outside `async with`"
-        self._buffer.clear()
+        self._held, self._held_size = [], 0
         if self._file is not None:
             await anyio.to_thread.run_sync(_truncate, self._file)
         self._hash = hashlib.sha256()
@@ -134,7 +136,7 @@ class AtomicWriter(AsyncResource):
     async def commit(self) -> WrittenFile:
         """Make the data durable (fsync), then rename it into place (and fsync the folder)."""
         assert self._entered, "AtomicWriter used outside `async with`"
-        held, self._buffer = self._buffer, bytearray()
+        held, self._held, self._held_size = self._held, [], 0
         await anyio.to_thread.run_sync(_finish, self._file, self.temp_path, self.path, held,
                                        self._hash)
         self._closed = True
@@ -144,19 +146,20 @@ class AtomicWriter(AsyncResource):
 
     async def aclose(self) -> None:
         """Close, and delete the temporary file unless it was committed."""
-        self._buffer.clear()
+        self._held, self._held_size = [], 0
         if not self._closed:
             self._closed = True
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_discard, self._file, self.temp_path)
 
 
-def _append(fh: IO[bytes] | None, temp: Path, data: bytearray, digest: Any) -> IO[bytes]:
-    """Write and hash ``data`` at the end of ``fh``, opening ``temp`` first if need be."""
+def _append(fh: IO[bytes] | None, temp: Path, chunks: list[bytes], digest: Any) -> IO[bytes]:
+    """Write and hash ``chunks`` at the end of ``fh``, opening ``temp`` first if need be."""
     if fh is None:
         fh = open(temp, "wb")  # noqa: SIM115 - closed by _finish or _discard
-    fh.write(data)
-    digest.update(data)
+    for chunk in chunks:
+        fh.write(chunk)
+        digest.update(chunk)
     return fh
 
 
@@ -165,10 +168,10 @@ def _truncate(fh: IO[bytes]) -> None:
     fh.truncate()
 
 
-def _finish(fh: IO[bytes] | None, temp: Path, dest: Path, data: bytearray, digest: Any) -> None:
+def _finish(fh: IO[bytes] | None, temp: Path, dest: Path, chunks: list[bytes], digest: Any) -> None:
     """Write the rest, fsync, close and rename into place; on failure leave no temp file."""
     try:
-        fh = _append(fh, temp, data, digest)
+        fh = _append(fh, temp, chunks, digest)
         with fh:
             fh.flush()
             os.fsync(fh.fileno())

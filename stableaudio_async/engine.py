@@ -242,7 +242,9 @@ class _Provider:
             completed=c.completed, failed=c.failed, requests=stats.granted,
             rate=stats.recent_rate,
             rate_limit=limit.requests / limit.period if limit else None,
-            allowed_rate=stats.allowed_rate if limit else None,
+            # On the same footing as rate_limit (requests per period, without the margin),
+            # so the two differ only after 429s slowed the pacing.
+            allowed_rate=stats.allowed / limit.period if limit else None,
         )
 
 

@@ -44,6 +44,8 @@ class RateLimiterStatistics:
     recent_rate: float
     #: The pace currently allowed, in requests per second (lower than the ceiling after 429s).
     allowed_rate: float
+    #: Requests currently allowed per window: ``requests``, fewer after 429s.
+    allowed: int = 0
 
 
 class RateLimiter:
@@ -251,6 +253,7 @@ class RateLimiter:
             paused_for=max(0.0, self._paused_until - now),
             recent_rate=recent / self.window,
             allowed_rate=self.allowed / self.window,
+            allowed=self.allowed,
         )
 
 

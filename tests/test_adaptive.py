@@ -87,3 +87,16 @@ async def test_a_429_slows_the_provider_down_and_success_speeds_it_up() -> None:
     for _ in range(50):
         p.record_outcome(None, log)
     assert p.limiter.allowed == 51
+
+
+@pytest.mark.anyio
+async def test_progress_reports_slowed_pacing_only_after_a_429() -> None:
+    """The allowed pace equals the configured one until a 429 (the window's margin aside)."""
+    p = provider()
+    progress = p.progress()
+    assert progress.rate_limit is not None
+    assert progress.allowed_rate == pytest.approx(progress.rate_limit)
+    p.record_outcome(RateLimitedError("HTTP 429", provider="pixazo", status=429),
+                     structlog.get_logger())
+    slowed = p.progress()
+    assert slowed.allowed_rate == pytest.approx(progress.rate_limit / 2)

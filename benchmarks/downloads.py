@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from stableaudio_async.emulator import EmulatorConfig
-from stableaudio_async.emulator.server import EmulatedLimit
 
-from harness import KEY, baseline_args, emit, emulator, ours_args, ratio, run_client, scratch
+from harness import (
+    baseline_args,
+    emit,
+    emulator,
+    ours_args,
+    pixazo_config,
+    ratio,
+    run_client,
+    scratch,
+)
 
 
 def curl(urls: list[str], out: Path, parallel: int) -> tuple[float, int]:
@@ -66,9 +74,8 @@ def side(config: EmulatorConfig, script: str, jobs: int, duration: int,
 
 
 def main(jobs: int = 24, parallel: int = 8) -> dict[str, Any]:
-    config = EmulatorConfig(
-        time_scale=0.001, api_key=KEY, queue_time=1.0, generation_time=4.0, audio_variants=4,
-        limits={"pixazo": EmulatedLimit(requests=1_000_000, period=1000.0, counts="all")})
+    config = pixazo_config(time_scale=0.001, queue_time=1.0, generation_time=4.0,
+                           audio_variants=4)
     large = {"ours": side(config, "ours.py", jobs, 120, parallel),
              "baseline": side(config, "baseline.py", jobs, 120, parallel)}
     small = {"ours": side(config, "ours.py", jobs, 10, parallel),

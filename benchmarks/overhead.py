@@ -13,9 +13,8 @@ import argparse
 from typing import Any
 
 from stableaudio_async.emulator import EmulatorConfig
-from stableaudio_async.emulator.server import EmulatedLimit
 
-from harness import emit, measure, ratio
+from harness import emit, measure, pixazo_config, ratio
 
 
 def side(config: EmulatorConfig, script: str, jobs: int, concurrency: int) -> dict[str, Any]:
@@ -38,10 +37,7 @@ def side(config: EmulatorConfig, script: str, jobs: int, concurrency: int) -> di
 
 
 def main(jobs: int = 2000, concurrency: int = 64) -> dict[str, Any]:
-    config = EmulatorConfig(
-        time_scale=0.001, api_key="bench-key", queue_time=1.0, generation_time=4.0,
-        audio_variants=16,
-        limits={"pixazo": EmulatedLimit(requests=1_000_000, period=1000.0, counts="all")})
+    config = pixazo_config(time_scale=0.001, queue_time=1.0, generation_time=4.0)
     ours = side(config, "ours.py", jobs, concurrency)
     baseline = side(config, "baseline.py", jobs, concurrency)
     return {

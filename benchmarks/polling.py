@@ -18,9 +18,8 @@ import statistics
 from typing import Any
 
 from stableaudio_async.emulator import EmulatorConfig
-from stableaudio_async.emulator.server import EmulatedLimit
 
-from harness import emit, measure, ratio
+from harness import emit, measure, pixazo_config, ratio
 
 INTERVAL = 2.0  # the baseline's fixed interval, emulated seconds
 
@@ -56,10 +55,8 @@ def side(config: EmulatorConfig, script: str, jobs: int, concurrency: int,
 
 
 def main(jobs: int = 300, concurrency: int = 32, time_scale: float = 0.05) -> dict[str, Any]:
-    config = EmulatorConfig(
-        time_scale=time_scale, api_key="bench-key", queue_time=2.0, generation_time=20.0,
-        generation_jitter=0.25, audio_variants=16,
-        limits={"pixazo": EmulatedLimit(requests=1_000_000, period=1000.0, counts="all")})
+    config = pixazo_config(time_scale=time_scale, queue_time=2.0, generation_time=20.0,
+                           generation_jitter=0.25)
     ours = side(config, "ours.py", jobs, concurrency)
     baseline = side(config, "baseline.py", jobs, concurrency)
     return {

@@ -776,11 +776,14 @@ class Engine:
         count the attempt as on the wire until its answer is in."""
         if self._stopping:
             raise _HeldBack("not submitted: the run was stopped")
-        if run.attempts == run.journal_attempts:
-            await self._journal.intent(job, possibly_duplicated=run.possibly_duplicated)
-        run.attempts += 1
+        # Counted from before the intent is written: a stop that comes while it is being
+        # written waits for this submit to be answered (and its id journalled) rather than
+        # cutting it off on the wire, which would leave it to be sent again on resume.
         self._submitting += 1
         try:
+            if run.attempts == run.journal_attempts:
+                await self._journal.intent(job, possibly_duplicated=run.possibly_duplicated)
+            run.attempts += 1
             yield
         finally:
             self._submitting -= 1

@@ -14,8 +14,9 @@ from typing import Any
 import anyio
 import pytest
 
+from stableaudio_async import Engine, Job
 from stableaudio_async.emulator import EmulatedLimit, Emulator, ProviderStats
-from stableaudio_async.journal import JobState, read_records
+from stableaudio_async.journal import JobState, Journal, read_records
 
 from conftest import TEST_KEY, fast_config, write_settings
 from test_cli_e2e import run_cli, write_jsonl
@@ -241,3 +242,45 @@ async def test_short_audio_is_rejected_not_kept(tmp_path) -> None:
     assert entries["short"]["error"].startswith("truncated")
     assert not (tmp_path / "out" / "short.wav").exists()
     assert (tmp_path / "out" / "short.rejected.wav").exists()
+
+
+class _GatedJournal(Journal):
+    """A journal whose intent writes wait at a gate, to stop a run in the middle of one."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(out_dir)
+        self.writing_intent = anyio.Event()
+        self.gate = anyio.Event()
+
+    async def intent(self, job: Job, *, possibly_duplicated: bool = False) -> None:
+        self.writing_intent.set()
+        await self.gate.wait()
+        await super().intent(job, possibly_duplicated=possibly_duplicated)
+
+
+async def test_a_stop_during_the_intent_waits_for_that_submit(tmp_path, emulator, settings,
+                                                              env) -> None:
+    """Stopping while a submit's intent is being written does not count the submits as
+    settled: the submit goes out, and its request id is journalled before the stop is done."""
+    journal = _GatedJournal(tmp_path / "out")
+    job = Job(provider="pixazo", prompt="stopped mid-intent", seed=7, duration=1)
+    async with Engine(settings, out_dir=tmp_path / "out", env=env, journal=journal) as engine, \
+            anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            async for _ in engine.run([job]):
+                pass
+
+        tg.start_soon(run)
+        await journal.writing_intent.wait()
+        engine.stop()
+        with anyio.move_on_after(0.2) as early:
+            await engine.submits_settled()
+        assert early.cancel_called, "the stop counted a submit that was about to go as settled"
+        journal.gate.set()
+        with anyio.fail_after(10):
+            await engine.submits_settled()
+        record = await journal.get(job.id)
+        engine.abort()
+    assert record is not None and record.state is JobState.SUBMITTED and record.request_id
+    assert emulator.stats["pixazo"].accepted == 1

@@ -155,11 +155,17 @@ class AtomicWriter(AsyncResource):
 
 def _append(fh: IO[bytes] | None, temp: Path, chunks: list[bytes], digest: Any) -> IO[bytes]:
     """Write and hash ``chunks`` at the end of ``fh``, opening ``temp`` first if need be."""
+    opened = fh is None
     if fh is None:
         fh = open(temp, "wb")  # noqa: SIM115 - closed by _finish or _discard
-    for chunk in chunks:
-        fh.write(chunk)
-        digest.update(chunk)
+    try:
+        for chunk in chunks:
+            fh.write(chunk)
+            digest.update(chunk)
+    except BaseException:
+        if opened:  # the caller never got it, so cannot close it
+            fh.close()
+        raise
     return fh
 
 
@@ -186,7 +192,8 @@ def _finish(fh: IO[bytes] | None, temp: Path, dest: Path, chunks: list[bytes], d
 def _discard(fh: IO[bytes] | None, temp: Path) -> None:
     if fh is not None:
         fh.close()
-        temp.unlink(missing_ok=True)
+    # Also without a handle: the write that would have handed it over may have failed.
+    temp.unlink(missing_ok=True)
 
 
 def _replace_durably(src: Path, dst: Path) -> None:

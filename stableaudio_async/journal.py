@@ -29,8 +29,6 @@ from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import anyio.to_thread
 import structlog
 from pydantic import ValidationError

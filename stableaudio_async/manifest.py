@@ -65,9 +65,15 @@ class Manifest:
             if self._written >= mine:
                 return  # an earlier caller's write took this line along
             lines, self._pending = self._pending, []
-            # Shielded: a line cancelled halfway would corrupt the manifest for good.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._write, b"".join(lines))
+            try:
+                # Shielded: a line cancelled halfway would corrupt the manifest for good.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._write, b"".join(lines))
+            except BaseException:
+                # Back for the next writer: the other callers whose lines these are must not
+                # find them gone and return as if they were on disk.
+                self._pending[:0] = lines
+                raise
             self._written += len(lines)
 
     def _write(self, data: bytes) -> None:

@@ -196,6 +196,16 @@ async def test_atomic_writer_streams_past_the_buffer(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.anyio
+async def test_atomic_writer_failed_first_flush_leaves_nothing(tmp_path: Path) -> None:
+    """A write that fails right after the temporary file was opened still leaves no file."""
+    dest = tmp_path / "job-1.wav"
+    with pytest.raises(TypeError):
+        async with AtomicWriter(dest, buffer_limit=0) as writer:
+            await writer.write("not bytes")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- fetch_audio against a real loopback server -------------------------------------------
 
 

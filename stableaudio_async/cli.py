@@ -27,6 +27,7 @@ from anyio.from_thread import start_blocking_portal
 from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from stableaudio_async import __version__
@@ -140,12 +141,19 @@ def _print_summary(console: Console, results: Sequence[JobResult], elapsed: floa
         f"to run{' (interrupted)' if interrupted else ''}; audio and manifest.jsonl in {out_dir}"
     )
     for result in failed[:20]:
-        console.print(f"  failed {result.id} ({result.provider}): {result.error}")
+        # A provider's words: printed as text, never read as markup.
+        console.print(f"  failed {result.id} ({result.provider}): {escape(result.error or '')}")
     if len(failed) > 20:
         console.print(f"  … and {len(failed) - 20} more (see manifest.jsonl)")
-    held = [r for r in results if r.status is JobStatus.PENDING]
+    pending = [r for r in results if r.status is JobStatus.PENDING]
+    undelivered = [r for r in pending if r.pending_reason == "download"]
+    held = [r for r in pending if r.pending_reason != "download"]
+    if undelivered:
+        console.print(f"  {len(undelivered)} job(s) generated but not downloaded yet "
+                      f"({escape(undelivered[0].error or '')}): a rerun fetches them by their "
+                      "request ids, without submitting them again")
     if held:
-        console.print(f"  {len(held)} job(s) held back: {held[0].error}")
+        console.print(f"  {len(held)} job(s) held back: {escape(held[0].error or '')}")
     if left:
         console.print("  rerun the same command to pick up where this run stopped")
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
@@ -51,7 +52,7 @@ from stableaudio_async.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from stableaudio_async.http import open_reply, read_reply, send, send_tracing
+from stableaudio_async.http import open_reply, read_reply, send, send_tracing, translate_errors
 from stableaudio_async.journal import JobRecord, JobState, JobStore, Journal
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import (
@@ -61,6 +62,7 @@ from stableaudio_async.models import (
     Job,
     JobResult,
     JobStatus,
+    PendingReason,
     Queued,
     RemoteHandle,
     RemoteStatus,
@@ -96,6 +98,8 @@ class ProviderProgress:
     rate_limit: float | None
     #: The pace adaptive pacing currently allows (below ``rate_limit`` after 429s).
     allowed_rate: float | None = None
+    #: Jobs that ended this run pending (held back, or generated and not yet downloaded).
+    pending: int = 0
 
 
 #: CDN answers meaning "this URL no longer works": ask the provider for a fresh one.
@@ -110,6 +114,18 @@ _UNLIMITED = 10**9
 
 class _HeldBack(Exception):
     """A job not submitted in this run (stopping, or the cost cap): it stays pending."""
+
+    def __init__(self, message: str, reason: PendingReason) -> None:
+        super().__init__(message)
+        self.reason: PendingReason = reason
+
+
+class _Undelivered(Exception):
+    """A job the provider finished whose audio could not be fetched: it stays pending."""
+
+    def __init__(self, error: DownloadError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _remove_stale_parts(out_dir: Path) -> None:
@@ -140,12 +156,38 @@ async def _intact(result: JobResult) -> bool:
     return await anyio.to_thread.run_sync(digest) == result.sha256
 
 
+def _same_resource(old: AudioSource, new: AudioSource) -> bool:
+    """Whether ``new`` is ``old`` re-signed (same scheme, host and path; the query differs), so
+    that the bytes already fetched from ``old`` are the start of ``new`` too."""
+    if not isinstance(old, AudioURL) or not isinstance(new, AudioURL):
+        return False
+    before, after = urlsplit(old.url), urlsplit(new.url)
+    return (before.scheme, before.netloc, before.path) == (after.scheme, after.netloc, after.path)
+
+
+def _lost_reply(provider: str, request_id: str | None, exc: BaseException) -> DownloadError:
+    """The error for a synchronous reply that broke off after the generation finished.
+
+    The provider has billed the generation and cannot hand the audio over again, so this is
+    never retried within the run (a second submit would bill it a second time): the job fails
+    with its cost recorded, and only a rerun the user asks for generates it again.
+    """
+    detail = exc.message if isinstance(exc, ProviderError) else (
+        f"cannot write the audio: {getattr(exc, 'strerror', None) or exc}")
+    error = DownloadError(f"the reply broke off after the generation finished, which is billed "
+                          f"and cannot be fetched again ({detail})", provider=provider,
+                          request_id=request_id,
+                          status=exc.status if isinstance(exc, ProviderError) else None)
+    error.charged = True
+    return error
+
+
 class _Counts:
-    __slots__ = ("completed", "downloading", "failed", "queued", "running", "waiting")
+    __slots__ = ("completed", "downloading", "failed", "pending", "queued", "running", "waiting")
 
     def __init__(self) -> None:
         self.waiting = self.queued = self.running = 0
-        self.downloading = self.completed = self.failed = 0
+        self.downloading = self.completed = self.failed = self.pending = 0
 
 
 class _Provider:
@@ -187,7 +229,8 @@ class _Provider:
         """Hold a job back, without sending anything, once the provider has been stopped."""
         if self.stopped is not None:
             raise _HeldBack(f"not submitted: {self.name} was stopped by "
-                            f"{type(self.stopped).__name__} ({self.stopped.message})")
+                            f"{type(self.stopped).__name__} ({self.stopped.message})",
+                            "provider_stopped")
 
     def record_outcome(self, error: ProviderError | None,
                        bound: structlog.typing.FilteringBoundLogger) -> None:
@@ -245,6 +288,7 @@ class _Provider:
             # On the same footing as rate_limit (requests per period, without the margin),
             # so the two differ only after 429s slowed the pacing.
             allowed_rate=stats.allowed / limit.period if limit else None,
+            pending=c.pending,
         )
 
 
@@ -294,6 +338,7 @@ class _JobRun:
         error: str | None = None,
         error_type: str | None = None,
         http_status: int | None = None,
+        pending_reason: PendingReason | None = None,
     ) -> JobResult:
         return JobResult(
             id=job.id, provider=job.provider, model=job.model, task=job.task, status=status,
@@ -305,7 +350,7 @@ class _JobRun:
             cost=price[0] if price else None, cost_unit=price[1] if price else None,
             attempts=self.attempts, possibly_duplicated=self.possibly_duplicated,
             timings=self.timings(), error=error,
-            error_type=error_type, http_status=http_status,
+            error_type=error_type, http_status=http_status, pending_reason=pending_reason,
         )
 
 
@@ -552,12 +597,25 @@ class Engine:
                 accepted = self._accept(provider, job, run, final)
                 run.move("downloading")
                 run.marks["download"] = anyio.current_time()
-                written = await self._download(provider, job, accepted, handle, bound)
+                try:
+                    written = await self._download(provider, job, accepted, handle, bound)
+                except DownloadError as exc:
+                    # Generated and billed: never given up while the provider still holds it.
+                    raise _Undelivered(exc) from exc
             await self._check_audio(provider, job, run, written)
         except _HeldBack as held:
             self._settle(reserved, 0.0)
+            run.move("pending")
             bound.info("job.held_back", reason=str(held))
-            return run.result(job, JobStatus.PENDING, error=str(held))
+            return run.result(job, JobStatus.PENDING, error=str(held), pending_reason=held.reason)
+        except _Undelivered as undelivered:
+            lost = undelivered.error
+            run.move("pending")
+            bound.warning("job.download_pending", error=str(lost), http_status=lost.status,
+                          hint="generated: a rerun fetches it without submitting it again")
+            result = run.result(job, JobStatus.PENDING, error=lost.message,
+                                error_type=type(lost).__name__, http_status=lost.status,
+                                price=price, pending_reason="download")
         except ProviderError as exc:
             exc.with_context(job_id=job.id, request_id=run.request_id)
             # An error body may name the request even when no submit was accepted.
@@ -567,8 +625,9 @@ class Engine:
             run.move("failed")
             bound.warning("job.failed", error=str(exc), error_type=type(exc).__name__,
                           http_status=exc.status)
-            charged = isinstance(exc, JobFailedError | AudioInvalidError) and exc.charged \
-                and not provider.adapter.free_failures
+            charged = (isinstance(exc, JobFailedError | AudioInvalidError) and exc.charged
+                       and not provider.adapter.free_failures) \
+                or (isinstance(exc, DownloadError) and exc.charged)
             result = run.result(job, JobStatus.FAILED, error=exc.message,
                                 error_type=type(exc).__name__, http_status=exc.status,
                                 price=price if charged or price is None else (0.0, price[1]))
@@ -593,13 +652,13 @@ class Engine:
     def _reserve(self, job: Job) -> float | None:
         """Before a submit: refuse once stopping, and set the job's price aside under the cap."""
         if self._stopping:
-            raise _HeldBack("not submitted: the run was stopped")
+            raise _HeldBack("not submitted: the run was stopped", "stopped")
         if self._budget is None:
             return None
         price = price_usd(job, self.settings) or 0.0
         if not self._budget.reserve(price):
             raise _HeldBack(f"not submitted: it would take spending over --max-cost "
-                            f"${self._budget.cap_usd:g}")
+                            f"${self._budget.cap_usd:g}", "max_cost")
         return price
 
     def _settle(self, reserved: float | None, charged: float) -> None:
@@ -760,8 +819,13 @@ class Engine:
                     run.seed = stream.seed
                 self._check_finish(provider, run, stream.finish_reason)
                 run.move("downloading")
-                return await write_body(response, dest, provider=provider.name,
-                                        chunk_size=chunk_size, content_type=stream.content_type)
+                try:
+                    with translate_errors(provider.name, what="reading the audio"):
+                        return await write_body(response, dest, provider=provider.name,
+                                                chunk_size=chunk_size,
+                                                content_type=stream.content_type)
+                except (ProviderError, OSError) as exc:
+                    raise _lost_reply(provider.name, stream.request_id, exc) from exc
 
         run.move("running")
         written = await self._retrying("submit", provider.settings.retry, attempt,
@@ -775,7 +839,7 @@ class Engine:
         """Around one submit attempt: stop if stopping, record the intent durably first, and
         count the attempt as on the wire until its answer is in."""
         if self._stopping:
-            raise _HeldBack("not submitted: the run was stopped")
+            raise _HeldBack("not submitted: the run was stopped", "stopped")
         # Counted from before the intent is written: a stop that comes while it is being
         # written waits for this submit to be answered (and its id journalled) rather than
         # cutting it off on the wire, which would leave it to be sent again on resume.
@@ -920,6 +984,8 @@ class Engine:
                     raise
                 try:
                     fresh = await self._fresh_audio(provider, handle)
+                except RateLimitedError:
+                    raise  # the provider asked us to hold off: the retry loop pauses it
                 except ProviderError as refresh_error:
                     # Worth another attempt: the next one meets the expiry and asks again.
                     raise DownloadError(f"{exc.message}; asking for a fresh URL failed: "
@@ -928,8 +994,9 @@ class Engine:
                 if fresh is None or fresh == source:
                     raise
                 bound.info("download.url_refreshed", http_status=exc.status)
+                if not _same_resource(source, fresh):
+                    await writer.restart()  # another file: what we hold is not its start
                 source = fresh
-                await writer.restart()
                 try:
                     await once()
                 except DownloadError as again:
@@ -951,6 +1018,10 @@ class Engine:
                                 request_id=handle.request_id) from exc
         except DownloadError as exc:
             raise exc.with_context(job_id=job.id, request_id=handle.request_id) from exc.__cause__
+        except ProviderError as exc:  # a refresh that met a 429 on the last attempt
+            raise DownloadError(f"asking for a fresh URL failed: {exc.message}",
+                                provider=provider.name, job_id=job.id,
+                                request_id=handle.request_id, status=exc.status) from exc
 
     async def _fresh_audio(self, provider: _Provider, handle: RemoteHandle
                            ) -> AudioSource | None:

@@ -171,6 +171,10 @@ class DeadlineExceededError(ProviderError, TimeoutError):
 class DownloadError(ProviderError):
     """The audio could not be downloaded, decoded or written to disk."""
 
+    #: Whether the generation it came from was billed although its audio is lost: a
+    #: synchronous reply cut off after the generation finished (no way to fetch it again).
+    charged: bool = False
+
 
 class AudioInvalidError(ProviderError):
     """The provider delivered a file that is not what was asked for (``reason``: ``truncated``,

@@ -108,6 +108,10 @@ _SUBMITTED = (
 
 _FINISHED = "UPDATE jobs SET state = ?, result = ?, updated_at = ? WHERE job_id = ?"
 
+# A pending outcome leaves the state as it was: a job generated but not yet downloaded stays
+# SUBMITTED with its request id, so the next run fetches it rather than submitting it again.
+_PENDING = "UPDATE jobs SET result = ?, updated_at = ? WHERE job_id = ?"
+
 _RESET = (
     "UPDATE jobs SET state = 'pending', request_id = NULL, poll_url = NULL, result_url = NULL, "
     "cancel_url = NULL, attempts = 0, possibly_duplicated = 0, remote_status = NULL, "
@@ -271,7 +275,15 @@ class Journal:
         await self._update(job_id, _SUBMITTED, row)
 
     async def finished(self, result: JobResult) -> None:
-        """Record a job's outcome: ``COMPLETED`` or ``FAILED`` per ``result.status``. Durable."""
+        """Record a job's outcome: ``COMPLETED`` or ``FAILED`` per ``result.status``. Durable.
+
+        A ``PENDING`` result is recorded beside the state it leaves unchanged (a job whose
+        audio is still to be fetched stays ``SUBMITTED``, with its request id).
+        """
+        if result.status is JobStatus.PENDING:
+            await self._update(result.id, _PENDING,
+                               (result.model_dump_json(), time.time(), result.id))
+            return
         state = JobState.COMPLETED if result.status is JobStatus.COMPLETED else JobState.FAILED
         row = (state.value, result.model_dump_json(), time.time(), result.id)
         await self._update(result.id, _FINISHED, row)

@@ -1,4 +1,4 @@
-"""``manifest.jsonl``: one line per finished job, appended and fsynced as each job finishes."""
+"""``manifest.jsonl``: one line per job outcome, appended and fsynced as each job finishes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 
-from stableaudio_async.models import JobResult
+from stableaudio_async.models import JobResult, JobStatus
 
 __all__ = ["MANIFEST_NAME", "Manifest"]
 
@@ -21,7 +21,7 @@ class Manifest:
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / MANIFEST_NAME
         self._lock = anyio.Lock()
-        #: Ids of the jobs with a line in the manifest (see :meth:`load`).
+        #: Ids of the jobs with a ``completed`` line in the manifest (see :meth:`load`).
         self.ids: set[str] = set()
         # Lines waiting for the next write; how many were ever queued, and written.
         self._pending: list[bytes] = []
@@ -29,7 +29,7 @@ class Manifest:
         self._written = 0
 
     async def load(self) -> None:
-        """Read the ids already listed, dropping a last line a crash left half-written."""
+        """Read the ids listed as completed, dropping a last line a crash left half-written."""
         self.ids = await anyio.to_thread.run_sync(self._load)
 
     def _load(self) -> set[str]:
@@ -46,7 +46,9 @@ class Manifest:
         ids = set()
         for line in data[:end].splitlines():
             try:
-                ids.add(str(json.loads(line)["id"]))
+                entry = json.loads(line)
+                if entry["status"] == JobStatus.COMPLETED:
+                    ids.add(str(entry["id"]))
             except (ValueError, KeyError, TypeError):
                 continue
         return ids
@@ -57,7 +59,8 @@ class Manifest:
         Lines appended while another write is on its way are written (and fsynced) together
         by whichever caller gets the lock next: a group commit.
         """
-        self.ids.add(result.id)
+        if result.status is JobStatus.COMPLETED:
+            self.ids.add(result.id)
         self._pending.append(result.model_dump_json().encode() + b"\n")
         self._queued += 1
         mine = self._queued

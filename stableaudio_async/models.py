@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -18,6 +18,7 @@ __all__ = [
     "Job",
     "JobResult",
     "JobStatus",
+    "PendingReason",
     "Queued",
     "Ready",
     "RemoteHandle",
@@ -178,6 +179,13 @@ class JobStatus(StrEnum):
     PENDING = "pending"
 
 
+#: Why a job is ``pending``: the run was ``stopped`` before its submit, the cost cap
+#: (``max_cost``) held it back, its provider was stopped (``provider_stopped``: a refused key,
+#: no credit), or it was generated but its audio could not be fetched yet (``download``: the
+#: request id is kept, and a rerun fetches the audio without submitting again).
+PendingReason = Literal["stopped", "max_cost", "provider_stopped", "download"]
+
+
 class Timings(BaseModel):
     """Seconds a job spent in each phase (``None`` where it never reached that phase)."""
 
@@ -218,6 +226,8 @@ class JobResult(BaseModel):
     error: str | None = None
     error_type: str | None = None
     http_status: int | None = None
+    #: Set for a ``pending`` job: why it is not done yet (see :data:`PendingReason`).
+    pending_reason: PendingReason | None = None
 
     @property
     def ok(self) -> bool:

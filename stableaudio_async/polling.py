@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import anyio
@@ -116,6 +116,8 @@ async def poll_until_done(
     job_id: str | None = None,
     on_outcome: Callable[[ProviderError | None], None] | None = None,
     times: CompletionTimes | None = None,
+    clock: Callable[[], float] = anyio.current_time,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> AsyncIterator[RemoteStatus]:
     """Yield each new status of ``handle`` until it is final (the last one yielded).
 
@@ -126,17 +128,19 @@ async def poll_until_done(
     shortened by up to ``jitter``. Every poll first takes a slot from ``limiter`` (pass the
     provider's limiter only when it counts polls). Transient errors are retried on the same
     schedule; a 429 pauses the whole limiter for its Retry-After. ``on_outcome`` hears of
-    every poll's success (``None``) or error, for circuit breaking and adaptive pacing. Past ``deadline`` (a
-    time on :func:`anyio.current_time`'s clock) :class:`DeadlineExceededError` is raised.
+    every poll's success (``None``) or error, for circuit breaking and adaptive pacing. Past
+    ``deadline`` (a time on ``clock``, by default :func:`anyio.current_time`)
+    :class:`DeadlineExceededError` is raised. ``clock`` and ``sleep`` are injectable so that
+    a test can run the schedule on a fake clock, whatever the machine's speed.
     """
     last: RemoteStatus = handle.status
-    start = anyio.current_time()
+    start = clock()
     attempt = 0
     # Polls since the job outlived every learned target: the backoff restarts from there.
     overdue = 0
     not_done_at = 0.0
     while True:
-        now = anyio.current_time()
+        now = clock()
         if now >= deadline:
             raise DeadlineExceededError(
                 f"no final status within the job deadline (last: {type(last).__name__.lower()})",
@@ -155,9 +159,9 @@ async def poll_until_done(
             delay = backoff_delay(attempt, initial=policy.initial, maximum=policy.max,
                                   factor=policy.factor, jitter=policy.jitter, rand=rand)
         # The last poll happens at the deadline rather than after it.
-        await anyio.sleep(min(delay, deadline - now))
+        await sleep(min(delay, deadline - now))
         attempt += 1
-        polled_at = anyio.current_time() - start
+        polled_at = clock() - start
         try:
             status = await fetch_status(session, adapter, handle, limiter=limiter,
                                         request_timeout=request_timeout)

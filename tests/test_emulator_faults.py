@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
-import anyio
 import pytest
 from pydantic import ValidationError
 
@@ -274,14 +273,18 @@ def test_parse_range_table() -> None:
 
 async def test_expired_url_is_403_and_a_repoll_hands_out_a_fresh_one() -> None:
     """A CDN URL answers 403 after url_expiry (scaled); polling again gives a URL that works."""
-    async with emulator(pixazo=FaultRates(url_expiry=5.0)) as emu, \
-            aiohttp.ClientSession() as http:  # 5 emulated seconds: 0.05 s
+    now = [1000.0]  # the emulator's clock, moved by hand: no race with the machine's speed
+    emu = Emulator(fast_config(queue_time=0.0, generation_time=0.0,
+                               faults={"pixazo": FaultRates(url_expiry=5.0)}),
+                   clock=lambda: now[0])
+    async with emu, aiohttp.ClientSession() as http:  # 5 emulated seconds: 0.05 s
         request_id, body = await pixazo_job(emu, http)
         url = body["output"]["media_url"][0]
         assert set(parse_qs(urlsplit(url).query)) == {"expires", "sig"}
+        now[0] += 0.049
         async with http.get(url) as r:
             assert r.status == 200
-        await anyio.sleep(0.08)
+        now[0] += 0.001
         async with http.get(url) as r:
             assert r.status == 403
         fresh = (await pixazo_status(emu, http, request_id))["output"]["media_url"][0]
@@ -296,6 +299,26 @@ async def test_expired_url_is_403_and_a_repoll_hands_out_a_fresh_one() -> None:
         stats = emu.stats["pixazo"]
         assert stats.injected == {"url_expiry": 3} and stats.errors == {403: 3}
         assert stats.downloads == 2
+
+
+async def test_a_stale_url_answers_403_once_per_file_whenever_it_is_used() -> None:
+    """url_stale: a file's first request is refused as expired; the re-signed URL works."""
+    async with emulator(pixazo=FaultRates(url_stale=1.0)) as emu, aiohttp.ClientSession() as http:
+        request_id, body = await pixazo_job(emu, http)
+        url = body["output"]["media_url"][0]
+        assert set(parse_qs(urlsplit(url).query)) == {"expires", "sig"}
+        async with http.get(url) as r:
+            assert r.status == 403
+        fresh = (await pixazo_status(emu, http, request_id))["output"]["media_url"][0]
+        assert fresh != url
+        for _ in range(2):  # never again for this file, through either URL
+            for working in (fresh, url):
+                async with http.get(working) as r:
+                    assert r.status == 200
+        async with http.get(fresh.partition("?")[0]) as r:
+            assert r.status == 403  # still signed: an unsigned URL is refused
+        stats = emu.stats["pixazo"]
+    assert stats.injected == {"url_expiry": 2} and stats.downloads == 4
 
 
 async def pixazo_outcome(emu: Emulator, http: aiohttp.ClientSession) -> str:

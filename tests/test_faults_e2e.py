@@ -24,7 +24,7 @@ ENV = {"PIXAZO_API_KEY": TEST_KEY, "STABILITY_API_KEY": TEST_KEY, "WAVESPEED_API
 #: Faults at rates a bad day on a real provider might bring.
 QUEUED_FAULTS = FaultRates(
     submit_503=0.05, poll_5xx=0.05, burst_429=0.02, burst_length=3,
-    cdn_reset=0.05, cdn_truncate=0.05, cdn_slow=0.05, url_expiry=10.0,
+    cdn_reset=0.05, cdn_truncate=0.05, cdn_slow=0.05, url_stale=0.05,
     job_failed=0.05, job_error=0.03)
 
 JOBS: dict[str, dict[str, Any]] = {

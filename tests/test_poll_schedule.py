@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from statistics import mean
 from typing import Any
 
+import aiohttp
+import anyio
+import anyio.lowlevel
 import pytest
 
 from stableaudio_async import Engine, Job
 from stableaudio_async.config import PollPolicy, Settings
 from stableaudio_async.emulator import EmulatedJob, EmulatedLimit, Emulator
-from stableaudio_async.polling import CompletionTimes
+from stableaudio_async.http import send
+from stableaudio_async.models import Succeeded
+from stableaudio_async.polling import CompletionTimes, poll_until_done
+from stableaudio_async.providers import adapter_class
 
 from conftest import TEST_KEY, fast_config
 
@@ -123,24 +128,42 @@ def test_window_keeps_only_the_latest_samples() -> None:
     assert times.next_poll(0.0, polled=False) == 100.0
 
 
-# ---- poll_until_done with times=, through the engine on the emulator -------------------------
+# ---- poll_until_done with times=, over HTTP against the emulator, on one fake clock ----------
 
 #: Real seconds per emulated second.
 SCALE = 0.01
-#: Emulated seconds from acceptance to done (no queue, no jitter): 0.5 real seconds.
+#: Emulated seconds from acceptance to done (no queue, no jitter): 0.5 clock seconds.
 GENERATION = 50.0
 
 
-def schedule_emulator(**overrides: Any) -> Emulator:
+class FakeClock:
+    """One clock for the emulator and the poll loop: it moves only when the loop sleeps, so
+    every poll lands exactly where the schedule puts it, however slow the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+        await anyio.lowlevel.checkpoint()
+
+
+def schedule_emulator(clock: FakeClock | None = None, **overrides: Any) -> Emulator:
     """A Pixazo emulator whose jobs take exactly GENERATION emulated seconds, with a limit so
-    loose that pacing never moves a poll."""
+    high it never binds."""
     values: dict[str, Any] = {
-        "time_scale": SCALE, "queue_time": 0.0, "generation_time": GENERATION,
+        "queue_time": 0.0,
+        "generation_time": GENERATION,
         "generation_jitter": 0.0,
         "limits": {"pixazo": EmulatedLimit(requests=100_000, period=10.0, counts="all")},
     }
     values.update(overrides)
-    return Emulator(fast_config(**values))
+    if clock is None:
+        return Emulator(fast_config(**values))
+    return Emulator(fast_config(**values), clock=clock)
 
 
 def with_poll(emu: Emulator, **poll: Any) -> Settings:
@@ -156,65 +179,104 @@ def pixazo_jobs(tag: str, n: int) -> list[Job]:
     return [Job(provider="pixazo", prompt=f"{tag} {i}", seed=i, duration=1) for i in range(n)]
 
 
-def emulated(emu: Emulator, request_ids: list[str]) -> list[EmulatedJob]:
-    return [emu.jobs[r] for r in request_ids]
-
-
 def detection_delay(job: EmulatedJob) -> float:
     assert job.seen_done_at is not None
     return job.seen_done_at - job.done_at
 
 
+async def follow(emu: Emulator, settings: Settings, clock: FakeClock, job: Job,
+                 times: CompletionTimes) -> EmulatedJob:
+    """Submit ``job`` to the emulator and poll it to the end on ``clock``, as the engine does."""
+    provider = settings.providers["pixazo"]
+    adapter = adapter_class("pixazo")(provider, TEST_KEY)
+    async with aiohttp.ClientSession() as session:
+        handle = adapter.parse_submit(await send(session, adapter.submit_request(job),
+                                                 provider="pixazo", total_timeout=10))
+        statuses = [status async for status in poll_until_done(
+            session, adapter, handle, policy=provider.poll, deadline=clock() + 30,
+            limiter=None, request_timeout=10, rand=lambda: 0.0, times=times, clock=clock,
+            sleep=clock.sleep)]
+    assert isinstance(statuses[-1], Succeeded)
+    return emu.jobs[handle.request_id or ""]
+
+
 @pytest.mark.anyio
-async def test_learned_schedule_polls_less_and_detects_sooner(tmp_path: Path) -> None:
-    """After a cold batch the engine polls where jobs finished: fewer polls, delay about near_interval."""
+async def test_learned_schedule_polls_less_and_detects_sooner() -> None:
+    """After one cold job the schedule polls where it finished: one poll each, found at once."""
+    clock = FakeClock()
     near = 0.04
-    async with schedule_emulator() as emu:
-        # Cold: 0.02, 0.05, 0.095, 0.16, 0.26, 0.42, 0.64 s → 7 polls for a 0.5 s job.
+    async with schedule_emulator(clock) as emu:
         settings = with_poll(emu, initial=0.02, max=1.0, factor=1.5, near_interval=near)
-        async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
-            cold = [r async for r in engine.run(pixazo_jobs("cold", 8))]
-            learned = [r async for r in engine.run(pixazo_jobs("warm", 8))]
-            times = engine._providers["pixazo"].completion_times
-        assert all(r.ok for r in cold + learned), [r.error for r in cold + learned if not r.ok]
-        cold_jobs = emulated(emu, [r.request_id or "" for r in cold])
-        learned_jobs = emulated(emu, [r.request_id or "" for r in learned])
-    # Learned from 16 jobs: the cold ones' midpoints of (0.42, 0.64) s, near the real 0.5 s;
-    # the warm ones, found done at their first poll, add that poll's time (an upper bound),
-    # never half of it, so the learned times do not drift below the real ones.
-    targets = times.targets()
-    assert targets and targets[0] > 0.4 and 0.5 < targets[-1] <= 0.65, targets
-    cold_polls = mean(j.polls for j in cold_jobs)
-    learned_polls = mean(j.polls for j in learned_jobs)
-    assert cold_polls >= 5, [j.polls for j in cold_jobs]
-    assert learned_polls <= 3, [j.polls for j in learned_jobs]
-    assert learned_polls < cold_polls - 2
-    # Detected well within one near_interval (plus scheduling slack), unlike the cold 0.64 s poll.
-    learned_delays = [detection_delay(j) for j in learned_jobs]
-    assert all(0 <= d <= near + 0.06 for d in learned_delays), learned_delays
-    assert mean(learned_delays) < mean(detection_delay(j) for j in cold_jobs)
+        times = CompletionTimes(None, min_gap=near)
+        cold, *learned = [await follow(emu, settings, clock, job, times)
+                          for job in pixazo_jobs("run", 6)]
+    # Cold: 0.02, 0.05, 0.095, 0.1625, 0.26375, 0.415625, 0.6434375 s → 7 polls for a 0.5 s job,
+    # learned as the midpoint of the last two.
+    assert cold.polls == 7
+    assert detection_delay(cold) == pytest.approx(0.6434375 - 0.5)
+    midpoint = (0.415625 + 0.6434375) / 2
+    assert times.targets() == [pytest.approx(midpoint)]
+    # Each later job is polled once, at the learned time, which is past its finish: found done
+    # by the first poll, which also keeps the learned time from drifting below the real one.
+    for job in learned:
+        assert job.polls == 1
+        assert detection_delay(job) == pytest.approx(midpoint - 0.5)
+    assert times.targets() == [pytest.approx(midpoint)]
 
 
 @pytest.mark.anyio
-async def test_expected_alone_places_the_first_poll(tmp_path: Path) -> None:
-    """With expected set and learn=False, the first poll waits about `expected`: one poll, done."""
+async def test_learned_times_follow_a_provider_that_slows_down() -> None:
+    """Jobs that take longer than learned are found by backing off from near_interval, and the
+    new, longer times replace the old ones as they come in."""
+    clock = FakeClock()
+    near = 0.04
+    async with schedule_emulator(clock) as emu:
+        settings = with_poll(emu, initial=0.02, max=1.0, factor=1.5, near_interval=near)
+        times = CompletionTimes(None, min_gap=near, window=2)
+        await follow(emu, settings, clock, pixazo_jobs("fast", 1)[0], times)
+        fast_target = times.targets()[-1]
+        emu.config = emu.config.model_copy(update={"generation_time": 2 * GENERATION})
+        slow = [await follow(emu, settings, clock, job, times) for job in pixazo_jobs("slow", 3)]
+    # The first slow job: the learned target, then near_interval × 1.5ⁿ until found past 1.0 s.
+    assert slow[0].polls > 1
+    assert 0 <= detection_delay(slow[0]) <= 1.0
+    # Two slow jobs later the window holds only slow times, around the new 1.0 s: the last
+    # job is found within near_interval of its finish, in at most two polls.
+    polls = [j.polls for j in slow]
+    assert polls == sorted(polls, reverse=True) and polls[0] > polls[-1], polls
+    assert all(abs(t - 1.0) <= near for t in times.targets()) and fast_target < 0.7
+    assert slow[-1].polls <= 2 and 0 <= detection_delay(slow[-1]) <= near
+
+
+@pytest.mark.anyio
+async def test_expected_alone_places_the_first_poll() -> None:
+    """With expected set and learn=False, the first poll waits exactly `expected`: one poll, done."""
+    clock = FakeClock()
     generation = GENERATION * SCALE  # 0.5 s
     expected = generation + 0.08
-    async with schedule_emulator() as emu:
+    async with schedule_emulator(clock) as emu:
         # Without `expected` this would be 7 polls (see the test above).
         settings = with_poll(emu, initial=0.02, max=1.0, factor=1.5, near_interval=0.04,
                              expected=expected, learn=False)
-        async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
-            # Enough finished jobs to learn from (min_samples), were learning on…
-            results = [r async for r in engine.run(pixazo_jobs("batch", 5))]
-            results.append(await engine.generate(pixazo_jobs("after", 1)[0]))
-            times = engine._providers["pixazo"].completion_times
-        assert all(r.ok for r in results), [r.error for r in results]
-        jobs = emulated(emu, [r.request_id or "" for r in results])
-    # …but nothing learned: the prior is still the only target, for the last job too.
+        times = CompletionTimes(expected, min_gap=0.04, learn=False)
+        jobs = [await follow(emu, settings, clock, job, times) for job in pixazo_jobs("b", 6)]
+    # Nothing learned: the prior is still the only target, for the last job too.
     assert times.targets() == [pytest.approx(expected)]
     for job in jobs:
         assert job.polls == 1, job.polls
         assert job.seen_done_at is not None
-        seen_after = job.seen_done_at - job.created
-        assert expected - 0.01 <= seen_after <= expected + 0.1, seen_after
+        assert job.seen_done_at - job.created == pytest.approx(expected)
+
+
+@pytest.mark.anyio
+async def test_the_engine_learns_each_providers_completion_times(tmp_path: Path) -> None:
+    """Through the engine, finished jobs teach the provider's schedule (or not, with learn off)."""
+    async with schedule_emulator(generation_time=5.0) as emu:
+        for learn in (True, False):
+            settings = with_poll(emu, initial=0.02, max=0.2, factor=1.5, near_interval=0.02,
+                                 learn=learn)
+            async with Engine(settings, out_dir=tmp_path / str(learn), env=ENV) as engine:
+                results = [r async for r in engine.run(pixazo_jobs(f"learn {learn}", 4))]
+                times = engine._providers["pixazo"].completion_times
+            assert all(r.ok for r in results), [r.error for r in results]
+            assert bool(times.targets()) is learn

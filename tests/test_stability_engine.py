@@ -6,12 +6,13 @@ import hashlib
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from stableaudio_async import Engine, Job, JobStatus, load_settings
 from stableaudio_async.config import RetryPolicy
-from stableaudio_async.emulator import EmulatedLimit, Emulator
+from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.audio import render_audio
 
 from conftest import TEST_KEY, fast_config
@@ -134,28 +135,59 @@ async def test_wrong_key_stops_the_provider_and_others_carry_on(emulator, tmp_pa
 
 
 async def test_a_429_pauses_the_provider_for_the_lockout_then_recovers(tmp_path) -> None:
-    """A 429 (client misconfigured above the real limit) pauses for the lockout, then all finish."""
-    strict = fast_config(limits={"stability": EmulatedLimit(requests=5, period=10.0)},
-                         lockouts={"stability": 30.0}, queue_time=0.0, generation_time=1.0)
-    async with Emulator(strict) as emu:
+    """A lockout met mid-batch pauses every submit for the lockout, then all jobs finish once."""
+    # The lockout is forced through the emulator's control, not hoped for from a loose limit.
+    config = fast_config(lockouts={"stability": 30.0}, queue_time=0.0, generation_time=1.0)
+    async with Emulator(config) as emu:
         settings = emu.client_settings()
         stab = settings.providers["stability"]
         assert stab.rate_limit is not None and stab.rate_limit.lockout == pytest.approx(0.3)
-        loose = stab.model_copy(update={
-            "max_in_flight": 4,
-            "rate_limit": stab.rate_limit.model_copy(update={"requests": 50}),
-            "retry": stab.retry.model_copy(update={"attempts": 20})})
+        patient = stab.model_copy(update={
+            "max_in_flight": 4, "retry": stab.retry.model_copy(update={"attempts": 20})})
         settings = settings.model_copy(
-            update={"providers": {**settings.providers, "stability": loose}})
+            update={"providers": {**settings.providers, "stability": patient}})
+        until = emu.lock_out("stability")
         async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
             results = [r async for r in engine.run([stability(f"l{i}") for i in range(12)])]
         stats = emu.stats["stability"]
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
-    assert stats.lockouts >= 1
+    assert stats.lockouts == 1 and stats.rate_limited >= 1
     assert stats.accepted == 12 and stats.duplicate_submissions == 0
-    # After a 429 nothing new is sent until the lockout is over: only requests already in
-    # flight can meet it, so 429s per lockout stay within max_in_flight.
-    assert stats.rate_limited <= 4 * stats.lockouts
+    # After the first 429 nothing new is sent until the lockout is over: only the requests
+    # already on their way (at most max_in_flight) can meet it, and nothing is accepted early.
+    assert stats.rate_limited <= 4
+    assert min(stats.accepted_at) >= until
+    assert sum(r.attempts for r in results) == 12 + stats.rate_limited
+
+
+async def test_the_lockout_control_answers_every_request_429_until_it_ends() -> None:
+    """``POST /_emulator/lockout`` locks the key out on the emulator's clock; bad bodies are 400."""
+    now = [100.0]
+    async with Emulator(fast_config(), clock=lambda: now[0]) as emu, \
+            aiohttp.ClientSession() as http:
+        async with http.post(f"{emu.url}/_emulator/lockout",
+                             json={"provider": "stability", "seconds": 5}) as reply:
+            assert reply.status == 200
+            assert await reply.json() == {"provider": "stability", "seconds": 5.0}
+        for body in ({}, {"provider": "stability", "seconds": -1},
+                     {"provider": "stability", "seconds": "5"}, {"provider": "pixazo"}):
+            async with http.post(f"{emu.url}/_emulator/lockout", json=body) as reply:
+                assert reply.status == 400, body
+        url = f"{emu.url}/v2beta/audio/stable-audio-2/text-to-audio"
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("prompt", "locked")
+        headers = {"authorization": f"Bearer {TEST_KEY}", "accept": "audio/*"}
+        async with http.post(url, data=form, headers=headers) as reply:
+            assert reply.status == 429
+            assert (await reply.json())["name"] == "rate_limit_exceeded"
+        now[0] += 5.0
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("prompt", "let in")
+        form.add_field("duration", "1")
+        async with http.post(url, data=form, headers=headers) as reply:
+            assert reply.status == 200, await reply.text()
+        stats = emu.stats["stability"]
+    assert stats.lockouts == 1 and stats.rate_limited == 1 and stats.accepted == 1
 
 
 async def test_connection_refused_is_retried_as_never_sent(tmp_path) -> None:
@@ -205,5 +237,8 @@ async def test_reply_cut_off_mid_audio_is_not_resent(tmp_path) -> None:
     assert result.status is JobStatus.FAILED
     assert sent == [1] and result.attempts == 1
     assert result.request_id == "req-cut"
+    # Billed although lost: the cost is recorded, and the error says why it was not resent.
+    assert result.error_type == "DownloadError" and result.cost is not None and result.cost > 0
+    assert "broke off after the generation finished" in (result.error or "")
     assert not [p for p in tmp_path.iterdir()  # no partial file, under any name
                 if not p.name.startswith(("manifest.jsonl", "journal.sqlite3"))]

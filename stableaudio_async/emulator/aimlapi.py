@@ -19,7 +19,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 from aiohttp import web
 
 from stableaudio_async.emulator.audio import CONTENT_TYPES
@@ -166,7 +165,7 @@ async def _generation(request: web.Request, emu: Emulator, job: EmulatedJob,
         if size is None:
             # Rendered as the CDN will render it, but not through emu.render: nothing has been
             # served yet. Off the event loop, so other requests are not held up.
-            data, _ = await anyio.to_thread.run_sync(emu.audio, job)
+            data, _ = await emu.audio_off_loop(job)
             size = sizes[job.request_id] = len(data)
         body["status"] = "completed"
         body["audio_file"] = {

@@ -10,7 +10,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 from aiohttp import web
 
 from stableaudio_async.emulator.server import EmulatedJob, Emulator
@@ -348,7 +347,7 @@ async def _response(request: web.Request, emu: Emulator, model: str) -> web.Stre
                                  "error_type": "runner_server_error"},
                       headers={"X-Fal-Error-Type": "runner_server_error"})
     # Rendered off the event loop, as the CDN does.
-    data, content_type = await anyio.to_thread.run_sync(emu.render, job)
+    data, content_type = await emu.render_off_loop(job)
     if job.params.get("sync_mode"):
         url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
     else:

@@ -13,7 +13,8 @@ faithful one. Where each fault strikes:
   which also answers ``Range: bytes=…`` with 206 there.
 - ``url_expiry``: the shared CDN's URLs are signed with a deadline when they are handed out
   (:meth:`FaultInjector.signed_query`, from ``Emulator.cdn_url``); once it has passed the CDN
-  answers 403, and a fresh status reply hands out a fresh URL.
+  answers 403, and a fresh status reply hands out a fresh URL. ``url_stale`` answers a file's
+  first request so, whenever it comes.
 - ``job_failed``, ``job_error``: ``Emulator.create_job`` (:meth:`FaultInjector.job_outcome`).
 
 Decisions are drawn from random streams seeded by ``EmulatorConfig.fault_seed``: one stream per
@@ -93,6 +94,10 @@ class FaultRates(BaseModel):
     cdn_faults_per_file: int = Field(default=2, ge=0)
     #: Emulated seconds a shared-CDN URL stays valid once handed out; then it answers 403.
     url_expiry: float | None = Field(default=None, gt=0)
+    #: A shared-CDN file's first request answers 403 as if its URL had expired, whatever the
+    #: time (at most once per file, so the fresh URL a new status reply hands out works):
+    #: the expiry a test can count on, on a machine of any speed. Counted as ``url_expiry``.
+    url_stale: Probability = 0.0
     #: A job accepted as usual ends FAILED or ERROR, as the prompt markers make it.
     job_failed: Probability = 0.0
     job_error: Probability = 0.0
@@ -166,6 +171,8 @@ class FaultInjector:
         self._bursts: Counter[str] = Counter()
         #: Resets and truncations injected so far, by file path.
         self._broken: Counter[str] = Counter()
+        #: Shared-CDN files whose first request has been and gone (``url_stale``).
+        self._requested: set[str] = set()
         self._secret = secrets.token_bytes(16)
 
     # -- set-up --------------------------------------------------------------------------
@@ -353,25 +360,35 @@ class FaultInjector:
     def signed_query(self, provider: str, name: str) -> str | None:
         """``expires=…&sig=…`` for a CDN file handed out now, or None if URLs never expire.
 
-        ``expires`` is the deadline on the emulator's (monotonic) clock, in real seconds.
+        ``expires`` is the deadline on the emulator's clock, in real seconds. URLs that only go
+        stale (``url_stale``) are signed too, with a nonce and no deadline, so that the URL a
+        fresh status reply hands out differs from the stale one, as a re-signed URL would.
         """
         rates = self._emu.config.faults.get(provider)
-        if rates is None or rates.url_expiry is None:
+        if rates is None or (rates.url_expiry is None and not rates.url_stale):
             return None
-        expires = f"{self._emu.now() + rates.url_expiry * self._emu.config.time_scale:.6f}"
+        if rates.url_expiry is None:
+            expires = f"never.{secrets.token_hex(4)}"
+        else:
+            expires = f"{self._emu.now() + rates.url_expiry * self._emu.config.time_scale:.6f}"
         return urlencode({"expires": expires, "sig": self._signature(f"{provider}/{name}",
                                                                      expires)})
 
     def url_expired(self, provider: str, name: str, request: web.Request) -> bool:
-        """Whether a CDN request must be refused: its URL's deadline passed, or it is unsigned."""
+        """Whether a CDN request must be refused: its URL's deadline passed, or it is unsigned,
+        or it is the file's first request and ``url_stale`` strikes."""
         rates = self._emu.config.faults.get(provider)
-        if rates is None or rates.url_expiry is None:
+        if rates is None or (rates.url_expiry is None and not rates.url_stale):
             return False
         expires = request.query.get("expires", "")
         signature = self._signature(f"{provider}/{name}", expires)
         if not hmac.compare_digest(request.query.get("sig", ""), signature):
             return True
-        return self._emu.now() >= float(expires)
+        first = name not in self._requested
+        self._requested.add(name)
+        if first and self._draw(provider, "url_stale", rates.url_stale):
+            return True
+        return not expires.startswith("never.") and self._emu.now() >= float(expires)
 
 
 def _reset(request: web.Request) -> None:

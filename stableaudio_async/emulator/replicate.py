@@ -277,7 +277,7 @@ class _Replicate:
             return web.Response(status=404, text="Not Found")
         self.emu.provider_stats(PROVIDER).downloads += 1
         # Rendered off the loop, as the shared CDN does, so request stamps are not delayed.
-        data, content_type = await anyio.to_thread.run_sync(self.emu.render, job)
+        data, content_type = await self.emu.render_off_loop(job)
         return web.Response(body=data, content_type=content_type)
 
     # -- the prediction ------------------------------------------------------------------

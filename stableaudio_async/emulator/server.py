@@ -9,6 +9,8 @@ be injected per provider (``EmulatorConfig.faults``; see :mod:`.faults`).
 
 from __future__ import annotations
 
+import bisect
+import contextvars
 import functools
 import hashlib
 import importlib
@@ -20,12 +22,14 @@ import resource
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal
 
 import anyio
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stableaudio_async.config import RateLimit, RetryPolicy, Settings, load_settings
@@ -39,6 +43,10 @@ FAIL_MARKER = "emulator:fail"
 ERROR_MARKER = "emulator:error"
 #: A prompt holding this gets audio half as long as asked for (a provider cutting corners).
 SHORT_MARKER = "emulator:short"
+
+
+#: When the request being handled reached the emulator (see ``Emulator._stamp_arrival``).
+_arrival: contextvars.ContextVar[float] = contextvars.ContextVar("arrival")
 
 
 class EmulatedLimit(BaseModel):
@@ -180,7 +188,12 @@ class _Window:
             self.times.popleft()
         if len(self.times) >= self.requests:
             return self.times[0] + self.period - now
-        self.times.append(now)
+        # Arrival stamps reach here in about their order; one that overtook another goes
+        # back into place, so the oldest is always first.
+        index = len(self.times)
+        while index and self.times[index - 1] > now:
+            index -= 1
+        self.times.insert(index, now)
         return None
 
 
@@ -213,8 +226,11 @@ class Emulator:
     """
 
     def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or EmulatorConfig()
+        #: Every time the emulator keeps (job phases, windows, lockouts, URL expiry) is on this
+        #: clock: a test may drive it by hand to force an outcome whatever the machine's speed.
+        self.clock = clock
         self.host = host
         self.port = port
         self.stats: dict[str, ProviderStats] = {}
@@ -225,6 +241,7 @@ class Emulator:
         self._runner: web.AppRunner | None = None
         self.faults = FaultInjector(self)
         self._generation_rand = random.Random(self.config.fault_seed)
+        self._render_slots: anyio.CapacityLimiter | None = None
         self.app = self._build_app()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -233,12 +250,13 @@ class Emulator:
         # Above every provider's own request limit (Stability's 50 MB is the largest), so that
         # the provider modules, not aiohttp, decide what is too large.
         app = web.Application(client_max_size=64 * 1024**2,
-                              middlewares=[self.faults.middleware()])
+                              middlewares=[self._stamp_arrival, self.faults.middleware()])
         cdn = app.router.add_get("/cdn/{provider}/{name}", self._cdn)
         self.faults.register([cdn], None, ())
         app.router.add_get("/_emulator/stats", self._stats)
         app.router.add_get("/_emulator/jobs", self._jobs)
         app.router.add_get("/_emulator/process", self._process)
+        app.router.add_post("/_emulator/lockout", self._lockout)
         # Every provider on its real paths, one port for all: a provider is a module here
         # with an `add_routes(app, emulator)`. The routes each adds are recorded as its own,
         # for the faults; those under a MEDIA_PREFIX or DELIVERY_PREFIX it names serve files.
@@ -250,6 +268,13 @@ class Emulator:
                         if isinstance(prefix := getattr(module, name, None), str)]
             self.faults.register(added, getattr(module, "PROVIDER", None), prefixes)
         return app
+
+    @web.middleware
+    async def _stamp_arrival(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # First thing, before faults, auth or any parsing: the time the rate limit judges a
+        # request by should be as close to its arrival as this process can tell.
+        _arrival.set(self.now())
+        return await handler(request)
 
     async def __aenter__(self) -> Emulator:
         await self.start()
@@ -333,7 +358,24 @@ class Emulator:
     # -- shared services for the provider modules -------------------------------------------
 
     def now(self) -> float:
-        return time.monotonic()
+        return self.clock()
+
+    def lock_out(self, provider: str, seconds: float | None = None, *,
+                 key: str | None = None) -> float:
+        """Lock ``key`` (default: the emulator's own) out of ``provider`` now, as an overflow of
+        its window would: every request of that key 429s until the lockout ends. ``seconds``
+        are real ones, by default the provider's configured lockout, scaled. Returns the
+        (:meth:`now`) time the key is let in again. Counted in ``ProviderStats.lockouts``.
+        """
+        if seconds is None:
+            lockout = self.config.lockouts.get(provider)
+            if lockout is None:
+                raise ValueError(f"{provider} has no lockout configured: give seconds")
+            seconds = lockout * self.config.time_scale
+        until = self.now() + seconds
+        self._locked_until[(provider, key or self.config.api_key)] = until
+        self.provider_stats(provider).lockouts += 1
+        return until
 
     def provider_stats(self, provider: str) -> ProviderStats:
         stats = self.stats.get(provider)
@@ -351,7 +393,7 @@ class Emulator:
         limit = self.config.limits.get(provider) or self.config.poll_limits.get(provider)
         if limit is None:
             return None
-        now = self.now()
+        now = _arrival.get(None) or self.now()
         stats = self.provider_stats(provider)
         locked_until = self._locked_until.get((provider, key))
         if locked_until is not None:
@@ -370,7 +412,7 @@ class Emulator:
                 limit.requests, limit.period * self.config.time_scale)
         wait = window.admit(now)
         if wait is None:
-            stats.counted_at.append(now)
+            bisect.insort(stats.counted_at, now)  # in arrival order, as it is judged
             return None
         stats.rate_limited += 1
         lockout = self.config.lockouts.get(provider)
@@ -455,6 +497,23 @@ class Emulator:
         self.provider_stats(job.provider).served[job.request_id] = hashlib.sha256(data).hexdigest()
         return data, content_type
 
+    async def render_off_loop(self, job: EmulatedJob) -> tuple[bytes, str]:
+        """:meth:`render` in a worker thread, so the event loop goes on serving meanwhile."""
+        return await anyio.to_thread.run_sync(self.render, job, limiter=self._renders())
+
+    async def audio_off_loop(self, job: EmulatedJob) -> tuple[bytes, str]:
+        """:meth:`audio` in a worker thread, as :meth:`render_off_loop`."""
+        return await anyio.to_thread.run_sync(self.audio, job, limiter=self._renders())
+
+    def _renders(self) -> anyio.CapacityLimiter:
+        # One render at a time. Synthesis is Python code holding the GIL, so more threads
+        # would not render faster; they would only starve the event loop thread of the GIL,
+        # delaying the stamps the rate limit is judged by (by a quarter of a second and more
+        # on a busy 2-core machine: a false 429, which on Stability is a 60 s lockout).
+        if self._render_slots is None:
+            self._render_slots = anyio.CapacityLimiter(1)
+        return self._render_slots
+
     def audio(self, job: EmulatedJob) -> tuple[bytes, str]:
         """The job's audio file and its content type (deterministic in the job's parameters)."""
         fmt = str(job.params.get("output_format") or "mp3")
@@ -510,6 +569,19 @@ class Emulator:
     async def _jobs(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.job_timings())
 
+    async def _lockout(self, request: web.Request) -> web.StreamResponse:
+        # For users driving an emulator in its own process: {"provider": …, "seconds": …}.
+        try:
+            body = await request.json()
+            provider, seconds = str(body["provider"]), body.get("seconds")
+            if seconds is not None and not (isinstance(seconds, int | float)
+                                            and 0 < seconds < math.inf):
+                raise ValueError("seconds must be a positive number")
+            until = self.lock_out(provider, None if seconds is None else float(seconds))
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"provider": provider, "seconds": until - self.now()})
+
     async def _process(self, request: web.Request) -> web.StreamResponse:
         # The emulator's own cost, so a benchmark can show it is not the bottleneck.
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -535,7 +607,7 @@ class Emulator:
         stats.downloads += 1
         # Rendered off the event loop, so that the stamps the rate limit is judged by are not
         # delayed by the CDN's CPU work.
-        data, content_type = await anyio.to_thread.run_sync(self.render, job)
+        data, content_type = await self.render_off_loop(job)
         return web.Response(body=data, content_type=content_type)
 
 

@@ -36,7 +36,6 @@ import re
 import uuid
 from typing import Any
 
-import anyio
 from aiohttp import BodyPartReader, web
 
 from stableaudio_async.emulator.server import ERROR_MARKER, Emulator
@@ -158,7 +157,7 @@ async def _generate(request: web.Request, emu: Emulator, task: str, flaky_seen: 
         # cancel handlers on disconnect).
         return web.Response(status=499)
     # Rendered off the event loop, as the CDN does, so held requests are not delayed by it.
-    data, content_type = await anyio.to_thread.run_sync(emu.render, job)
+    data, content_type = await emu.render_off_loop(job)
     seed = int(params["seed"])
     if _wants_json(request.headers.get("accept", "")):
         return web.json_response(

@@ -40,7 +40,6 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-import anyio
 from aiohttp import BodyPartReader, web
 
 from stableaudio_async.emulator.audio import SUPPORTED_FORMATS
@@ -305,7 +304,7 @@ async def _prediction(request: web.Request, emu: Emulator, state: _State, job: E
         data["status"] = "failed"
         data["error"] = "Internal server error: the worker stopped unexpectedly"
     elif job.params.get("enable_base64_output"):
-        audio, _ = await anyio.to_thread.run_sync(emu.render, job)
+        audio, _ = await emu.render_off_loop(job)
         data["outputs"] = [base64.b64encode(audio).decode()]
         data["has_nsfw_contents"] = [False]
     else:

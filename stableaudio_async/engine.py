@@ -806,7 +806,15 @@ class Engine:
                 stream = adapter.audio_stream(response.status, headers)
                 if stream is None:
                     # JSON (base64 audio) or an error: small, read whole.
-                    handle = adapter.parse_submit(await read_reply(response))
+                    try:
+                        with translate_errors(provider.name, what="reading the reply"):
+                            reply = await read_reply(response)
+                    except ProviderError as exc:
+                        if response.status == 200:  # the audio, generated and billed
+                            run.request_id = headers.get("x-request-id")
+                            raise _lost_reply(provider.name, run.request_id, exc) from exc
+                        raise
+                    handle = adapter.parse_submit(reply)
                     run.request_id = handle.request_id
                     final = self._accept(provider, job, run, handle.status)
                     return await fetch_audio(session, final.audio[0], dest,

@@ -204,19 +204,21 @@ async def test_connection_refused_is_retried_as_never_sent(tmp_path) -> None:
     assert result.attempts == 3 and "cannot connect" in (result.error or "")
 
 
-async def test_reply_cut_off_mid_audio_is_not_resent(tmp_path) -> None:
-    """A body cut short after the generation ran is never resent (it may be billed)."""
+@pytest.mark.parametrize("content_type", ["audio/mpeg", "application/json"])
+async def test_reply_cut_off_mid_audio_is_not_resent(tmp_path, content_type: str) -> None:
+    """A body cut short after the generation ran is never resent (it is billed)."""
     sent: list[int] = []
 
     async def cut_off(request: web.Request) -> web.StreamResponse:
         sent.append(1)
         await request.read()
         response = web.StreamResponse(headers={
-            "content-type": "audio/mpeg", "finish-reason": "SUCCESS", "seed": "7",
+            "content-type": content_type, "finish-reason": "SUCCESS", "seed": "7",
             "x-request-id": "req-cut"})
         response.content_length = 1_000_000
         await response.prepare(request)
-        await response.write(b"\xff\xfb" + b"\0" * 50_000)
+        await response.write(b"\xff\xfb" + b"\0" * 50_000 if content_type == "audio/mpeg"
+                             else b'{"audio": "' + b"A" * 50_000)
         assert request.transport is not None
         request.transport.close()
         return response

@@ -604,10 +604,11 @@ class Engine:
                     raise _Undelivered(exc) from exc
             await self._check_audio(provider, job, run, written)
         except _HeldBack as held:
-            self._settle(reserved, 0.0)
             run.move("pending")
             bound.info("job.held_back", reason=str(held))
-            return run.result(job, JobStatus.PENDING, error=str(held), pending_reason=held.reason)
+            # Recorded like any outcome, so the manifest accounts for every job of the batch.
+            result = run.result(job, JobStatus.PENDING, error=str(held),
+                                pending_reason=held.reason)
         except _Undelivered as undelivered:
             lost = undelivered.error
             run.move("pending")

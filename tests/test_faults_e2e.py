@@ -115,3 +115,11 @@ async def test_402_after_k_submissions_stops_that_provider_only(tmp_path: Path) 
                for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert sum(e["status"] == "completed" for e in entries) == 12 + 20
     assert "held back" in stderr and "stopped by InsufficientBalanceError" in stderr
+    # The manifest accounts for every job: the refused ones failed, the rest pending, with why.
+    assert len(entries) == len({e["id"] for e in entries}) == len(rows)
+    held = [e for e in entries if e["status"] == "pending"]
+    assert held and {e["pending_reason"] for e in held} == {"provider_stopped"}
+    assert all("stopped by InsufficientBalanceError" in e["error"] for e in held)
+    failed = [e for e in entries if e["status"] == "failed"]
+    assert {e["error_type"] for e in failed} == {"InsufficientBalanceError"}
+    assert len(held) + len(failed) == 60 - 12

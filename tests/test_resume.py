@@ -207,13 +207,20 @@ async def test_max_cost_stops_at_the_cap_and_a_higher_cap_finishes(tmp_path) -> 
         code, _, stderr = await run_cli(*args, "--max-cost", "1.00", env=ENV)
         first = emu.stats["stability"].accepted
         assert code == 1 and "held back" in stderr
+        # Every job of the batch is accounted for: the held-back ones as pending, with why.
+        held = [e for e in manifest(tmp_path / "out") if e["status"] == "pending"]
+        assert len(held) == 5 and {e["pending_reason"] for e in held} == {"max_cost"}
+        assert all(e["cost"] is None and e["request_id"] is None for e in held)
         code, _, stderr = await run_cli(*args, "--max-cost", "2.00", env=ENV)
         stats = emu.stats["stability"]
     assert first == 5  # 5 × 20 credits = $1.00
     assert code == 0, stderr
     assert stats.accepted == 10 and stats.duplicate_submissions == 0
     entries = manifest(tmp_path / "out")
-    assert len(entries) == 10 and sum(e["cost"] for e in entries) == pytest.approx(200.0)
+    last = {e["id"]: e for e in entries}  # the last line of an id is its state
+    assert len(entries) == 15 and len(last) == 10
+    assert {e["status"] for e in last.values()} == {"completed"}
+    assert sum(e["cost"] for e in last.values()) == pytest.approx(200.0)
 
 
 async def test_max_cost_needs_a_price_for_every_provider(tmp_path) -> None:

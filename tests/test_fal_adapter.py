@@ -449,10 +449,12 @@ def test_poll_request_gets_the_status_url_with_the_key(adapter: FalAdapter,
     ],
     ids=["in-queue", "in-progress", "completed"],
 )
+@pytest.mark.parametrize("http_status", [200, 202])
 def test_parse_poll_maps_status_words(adapter: FalAdapter, handle: RemoteHandle, body: bytes,
-                                      expected: object) -> None:
-    """IN_QUEUE, IN_PROGRESS and COMPLETED map onto Queued(position), Running and Ready."""
-    assert adapter.parse_poll(reply(200, body), handle) == expected
+                                      expected: object, http_status: int) -> None:
+    """IN_QUEUE, IN_PROGRESS and COMPLETED map onto Queued(position), Running and Ready,
+    whether the status URL answers 202 while pending (as fal does) or 200."""
+    assert adapter.parse_poll(reply(http_status, body), handle) == expected
 
 
 def test_unknown_status_word_is_unavailable(adapter: FalAdapter, handle: RemoteHandle) -> None:

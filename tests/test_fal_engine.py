@@ -48,9 +48,11 @@ async def submit(http: aiohttp.ClientSession, emu: Emulator, route: str,
 
 
 async def status_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """A status body; 202 while the request is queued or running, 200 once COMPLETED."""
     async with http.get(url, headers=HEADERS) as r:
-        assert r.status == 200
-        return dict(await r.json())
+        body = dict(await r.json())
+        assert r.status == (200 if body["status"] == "COMPLETED" else 202), (r.status, body)
+        return body
 
 
 # ---- the emulator's contract, raw ------------------------------------------------------------

@@ -312,13 +312,15 @@ async def _status(request: web.Request, emu: Emulator, queue: _Queue, model: str
             body["metrics"] = {"inference_time": round((job.done_at - job.queued_until)
                                                        / scale, 3)}
         return web.json_response(body)
+    # fal answers 202 Accepted while the request is still queued or running, and 200 only
+    # once it is COMPLETED (as fal-client reads it: only 4xx/5xx are errors).
     if phase == "QUEUED":
         return web.json_response({"status": "IN_QUEUE", "queue_position": queue.position(job),
-                                  "response_url": response_url})
+                                  "response_url": response_url}, status=202)
     logs = [{"message": "Generating audio", "level": "INFO", "source": "user",
              "timestamp": datetime.now(UTC).isoformat()}] if want_logs else None
     return web.json_response({"status": "IN_PROGRESS", "response_url": response_url,
-                              "logs": logs})
+                              "logs": logs}, status=202)
 
 
 async def _response(request: web.Request, emu: Emulator, model: str) -> web.StreamResponse:

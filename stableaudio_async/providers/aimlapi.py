@@ -114,7 +114,7 @@ class AimlapiAdapter(Adapter):
 
     def parse_poll(self, reply: HttpReply, handle: RemoteHandle) -> RemoteStatus:
         """Map the generation body onto the engine's status union."""
-        if reply.status != 200:
+        if not 200 <= reply.status < 300:
             raise self._error(reply, handle.request_id)
         return self._status(self.json_object(reply, handle.request_id), handle.request_id)
 

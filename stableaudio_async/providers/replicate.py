@@ -144,7 +144,7 @@ class ReplicateAdapter(Adapter):
 
     def parse_poll(self, reply: HttpReply, handle: RemoteHandle) -> RemoteStatus:
         """Map the prediction onto the engine's status union."""
-        if reply.status != 200:
+        if not 200 <= reply.status < 300:
             raise self._error(reply, handle.request_id)
         return self._status(self.json_object(reply, handle.request_id), handle.request_id)
 

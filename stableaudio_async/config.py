@@ -99,7 +99,13 @@ class PollPolicy(_Frozen):
     jitter: float = Field(default=0.1, ge=0, lt=1)
     timeout: float = Field(default=600.0, gt=0)
     #: Typical seconds from submission to a final status, before any have been observed.
+    #: Built in only where a provider documents it; a config that sets ``initial`` for a
+    #: provider without setting ``expected`` turns the built-in one off.
     expected: float | None = Field(default=None, gt=0)
+    #: Seconds to done per second of audio asked for: the prior for a job that states its
+    #: duration ``d`` is ``expected_per_second * d`` (a 5 s clip is not a 47 s one);
+    #: ``expected`` stays the prior of a job that leaves the duration to the provider.
+    expected_per_second: float | None = Field(default=None, gt=0)
     #: The shortest gap between polls once a job is expected to finish any moment.
     near_interval: float = Field(default=1.0, gt=0)
     #: Whether to learn completion times from finished jobs (off: ``expected`` or backoff).
@@ -215,9 +221,10 @@ DEFAULTS: dict[str, Any] = {
             # No published limit: a conservative one, every call counted.
             "rate_limit": {"requests": 10, "period": 1.0, "counts": "all"},
             "max_in_flight": 8,
-            # Generations take 50–60 s; the documentation polls every 10 s.
+            # Generations take 50–60 s (for the default 30 s clip); the documentation polls
+            # every 10 s. A clip of stated length: 50/30 s per second of audio.
             "poll": {"initial": 10.0, "max": 20.0, "factor": 1.5, "timeout": 900.0,
-                     "expected": 50.0},
+                     "expected": 50.0, "expected_per_second": 5 / 3},
         },
         "fal": {
             "base_url": "https://queue.fal.run",
@@ -251,6 +258,22 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
+def _user_poll_wins(data: dict[str, Any], user: Mapping[str, Any]) -> None:
+    """An ``initial`` the user set for a provider's polls beats a built-in ``expected``: the
+    first poll comes where they asked, unless they set ``expected`` themselves too."""
+    providers = user.get("providers")
+    if not isinstance(providers, Mapping):
+        return  # not a table: validation says so
+    for name, provider in providers.items():
+        poll = provider.get("poll") if isinstance(provider, Mapping) else None
+        if not isinstance(poll, Mapping) or "initial" not in poll or "expected" in poll \
+                or "expected_per_second" in poll:
+            continue
+        merged = data["providers"][name]["poll"]
+        merged["expected"] = None
+        merged["expected_per_second"] = None
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -263,18 +286,23 @@ def load_settings(
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = _merge({}, DEFAULTS)
+    # What the user wrote (file, then overrides), to tell their settings from built-in ones.
+    user: dict[str, Any] = {}
     source = "built-in defaults"
     if path is not None:
         source = str(path)
         try:
             with open(path, "rb") as fh:
-                data = _merge(data, tomllib.load(fh))
+                user = tomllib.load(fh)
+                data = _merge(data, user)
         except OSError as exc:
             raise ConfigError(f"cannot read config {source}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config {source} is not valid TOML: {exc}") from exc
     if overrides:
+        user = _merge(user, overrides)
         data = _merge(data, overrides)
+    _user_poll_wins(data, user)
     providers = data.get("providers")
     if isinstance(providers, dict):
         for name, provider in providers.items():

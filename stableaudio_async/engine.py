@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from stableaudio_async.audiocheck import check_audio
 from stableaudio_async.batch import LocatedJob, check_jobs
 from stableaudio_async.budget import USD_PER_UNIT, Budget, price_usd
-from stableaudio_async.config import ProviderSettings, RetryPolicy, Settings
+from stableaudio_async.config import PollPolicy, ProviderSettings, RetryPolicy, Settings
 from stableaudio_async.download import (
     TEMP_SUFFIX,
     AtomicWriter,
@@ -154,6 +154,14 @@ async def _intact(result: JobResult) -> bool:
         return h.hexdigest()
 
     return await anyio.to_thread.run_sync(digest) == result.sha256
+
+
+def _prior(policy: PollPolicy, job: Job) -> float | None:
+    """The job's expected time to done before any of its provider's have finished, from the
+    audio it asks for (``expected_per_second``); None: the provider-wide ``expected`` stands."""
+    if policy.expected_per_second is None or job.duration is None:
+        return None
+    return policy.expected_per_second * job.duration
 
 
 def _same_resource(old: AudioSource, new: AudioSource) -> bool:
@@ -938,7 +946,7 @@ class Engine:
             deadline=anyio.current_time() + policy.timeout, limiter=provider.poll_limiter,
             request_timeout=provider.settings.request_timeout, rand=self._rand, job_id=job.id,
             on_outcome=lambda error: provider.record_outcome(error, bound),
-            times=provider.completion_times,
+            times=provider.completion_times, prior=_prior(policy, job),
         )
         try:
             async for status in statuses:

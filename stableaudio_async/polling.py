@@ -58,22 +58,28 @@ class CompletionTimes:
         self._recent.append((not_done_at + done_at) / 2)
         self._targets = None
 
-    def targets(self) -> list[float]:
-        """Seconds after submission to poll at, before backing off; empty: nothing known."""
+    def targets(self, prior: float | None = None) -> list[float]:
+        """Seconds after submission to poll at, before backing off; empty: nothing known.
+
+        ``prior`` is one job's own expected time (it scales with the audio asked for); it
+        stands in for the provider's until something has been learned.
+        """
+        if len(self._recent) < self.min_samples:
+            prior = self.prior if prior is None else prior
+            return [] if prior is None else [prior]
         if self._targets is None:
-            if len(self._recent) >= self.min_samples:
-                ordered = sorted(self._recent)
-                last = len(ordered) - 1
-                self._targets = sorted({ordered[round(q * last)] for q in self.QUANTILES})
-            else:
-                self._targets = [] if self.prior is None else [self.prior]
+            ordered = sorted(self._recent)
+            last = len(ordered) - 1
+            self._targets = sorted({ordered[round(q * last)] for q in self.QUANTILES})
         return self._targets
 
-    def next_poll(self, elapsed: float, polled: bool) -> float | None:
+    def next_poll(self, elapsed: float, polled: bool, prior: float | None = None
+                  ) -> float | None:
         """Seconds after submission for the next poll of a job ``elapsed`` seconds old, or
         ``None`` once it is past every target (the caller backs off). ``polled`` says whether
-        the job has been polled yet: the gap from the last poll is kept only after one."""
-        targets = self.targets()
+        the job has been polled yet: the gap from the last poll is kept only after one.
+        ``prior`` as in :meth:`targets`."""
+        targets = self.targets(prior)
         earliest = elapsed + self.min_gap if polled else elapsed
         index = bisect.bisect_right(targets, elapsed)
         if index == len(targets):
@@ -116,6 +122,7 @@ async def poll_until_done(
     job_id: str | None = None,
     on_outcome: Callable[[ProviderError | None], None] | None = None,
     times: CompletionTimes | None = None,
+    prior: float | None = None,
     clock: Callable[[], float] = anyio.current_time,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> AsyncIterator[RemoteStatus]:
@@ -125,7 +132,8 @@ async def poll_until_done(
     provider's :class:`CompletionTimes`), polls go where its jobs finish and a success is
     recorded there; past those, or without them, waits ``initial`` (``near_interval`` past
     learned times), then that times ``factor``, … up to ``max`` seconds between polls, each
-    shortened by up to ``jitter``. Every poll first takes a slot from ``limiter`` (pass the
+    shortened by up to ``jitter``; ``prior`` is this job's expected time until something is
+    learned (see :meth:`CompletionTimes.targets`). Every poll first takes a slot from ``limiter`` (pass the
     provider's limiter only when it counts polls). Transient errors are retried on the same
     schedule; a 429 pauses the whole limiter for its Retry-After. ``on_outcome`` hears of
     every poll's success (``None``) or error, for circuit breaking and adaptive pacing. Past
@@ -146,12 +154,12 @@ async def poll_until_done(
                 f"no final status within the job deadline (last: {type(last).__name__.lower()})",
                 provider=adapter.name, job_id=job_id, request_id=handle.request_id,
             )
-        target = times.next_poll(now - start, attempt > 0) if times is not None else None
+        target = times.next_poll(now - start, attempt > 0, prior) if times is not None else None
         if target is not None:
             # Spread by a fraction of the gap between polls, not of the wait: a long-awaited
             # poll shortened by a tenth would land well before the job is likely done.
             delay = max(0.0, start + target - now - policy.jitter * policy.near_interval * rand())
-        elif times is not None and times.targets():
+        elif times is not None and times.targets(prior):
             delay = backoff_delay(overdue, initial=policy.near_interval, maximum=policy.max,
                                   factor=policy.factor, jitter=policy.jitter, rand=rand)
             overdue += 1

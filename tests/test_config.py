@@ -296,3 +296,23 @@ def test_unknown_provider_with_no_providers_says_none() -> None:
     """With no providers configured, the error says none are configured."""
     with pytest.raises(ConfigError, match="none"):
         Settings(providers={}).provider("pixazo")
+
+
+def test_an_explicit_poll_initial_beats_the_built_in_prior(tmp_path: Path) -> None:
+    """poll.initial set without expected turns the built-in AI/ML API prior off; both set keep it."""
+    built_in = load_settings(env={}).providers["aimlapi"].poll
+    assert built_in.expected == 50.0 and built_in.expected_per_second == pytest.approx(5 / 3)
+    mine = tmp_path / "mine.toml"
+    mine.write_text("[providers.aimlapi.poll]\ninitial = 0.2\nmax = 1.0\n")
+    poll = load_settings(mine, env={}).providers["aimlapi"].poll
+    assert poll.initial == 0.2 and poll.expected is None and poll.expected_per_second is None
+    both = tmp_path / "both.toml"
+    both.write_text("[providers.aimlapi.poll]\ninitial = 0.2\nmax = 1.0\nexpected = 3.0\n")
+    poll = load_settings(both, env={}).providers["aimlapi"].poll
+    assert poll.expected == 3.0 and poll.expected_per_second == pytest.approx(5 / 3)
+    poll = load_settings(env={}, overrides={"providers": {"aimlapi": {"poll": {
+        "initial": 0.5, "max": 1.0}}}}).providers["aimlapi"].poll
+    assert poll.expected is None
+    # The shipped config states the built-in values, so loading it changes nothing.
+    shipped = Path(__file__).parent.parent / "configs" / "providers.toml"
+    assert load_settings(shipped, env={}).providers["aimlapi"].poll == built_in

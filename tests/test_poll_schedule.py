@@ -13,6 +13,7 @@ import pytest
 from stableaudio_async import Engine, Job
 from stableaudio_async.config import PollPolicy, Settings
 from stableaudio_async.emulator import EmulatedJob, EmulatedLimit, Emulator
+from stableaudio_async.engine import _prior
 from stableaudio_async.http import send
 from stableaudio_async.models import Succeeded
 from stableaudio_async.polling import CompletionTimes, poll_until_done
@@ -280,3 +281,24 @@ async def test_the_engine_learns_each_providers_completion_times(tmp_path: Path)
                 times = engine._providers["pixazo"].completion_times
             assert all(r.ok for r in results), [r.error for r in results]
             assert bool(times.targets()) is learn
+
+
+def test_a_jobs_own_prior_stands_in_until_something_is_learned() -> None:
+    """targets(prior) uses the job's prior over the provider's until a job has finished."""
+    times = CompletionTimes(50.0, min_gap=1.0)
+    assert times.targets() == [50.0]
+    assert times.targets(8.0) == [8.0] and times.next_poll(0.0, False, 8.0) == 8.0
+    times.record(9.0, 11.0)
+    assert times.targets(8.0) == times.targets() == [10.0]
+    bare = CompletionTimes()
+    assert bare.targets(4.0) == [4.0] and bare.targets() == []
+
+
+def test_the_prior_scales_with_the_audio_asked_for() -> None:
+    """expected_per_second × duration for a job that states it; None (provider's) otherwise."""
+    policy = PollPolicy(expected=50.0, expected_per_second=5 / 3)
+    assert _prior(policy, Job(provider="aimlapi", prompt="p", duration=6)) == pytest.approx(10.0)
+    assert _prior(policy, Job(provider="aimlapi", prompt="p", duration=47)) == pytest.approx(78.33,
+                                                                                            abs=0.01)
+    assert _prior(policy, Job(provider="aimlapi", prompt="p")) is None
+    assert _prior(PollPolicy(expected=50.0), Job(provider="aimlapi", prompt="p", duration=6)) is None

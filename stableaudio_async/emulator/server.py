@@ -331,6 +331,8 @@ class Emulator:
                     "initial": poll.initial * scale, "max": poll.max * scale,
                     "near_interval": poll.near_interval * scale,
                     "expected": None if poll.expected is None else poll.expected * scale,
+                    "expected_per_second": None if poll.expected_per_second is None
+                    else poll.expected_per_second * scale,
                     "timeout": poll_timeout * scale}),
                 "circuit": provider.circuit.model_copy(update={
                     "cooldown": provider.circuit.cooldown * scale,

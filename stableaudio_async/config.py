@@ -122,6 +122,10 @@ class RetryPolicy(_Frozen):
     """How often, and how patiently, a transient failure is retried."""
 
     attempts: int = Field(default=5, ge=1)
+    #: Resend a submit answered with a 5xx other than 503. The provider may have created the
+    #: job before failing, so the result is flagged ``possibly_duplicated``; failing the job
+    #: instead (``false``) does not avoid paying twice, as a rerun resends it anyway.
+    submit_5xx: bool = True
     initial: float = Field(default=1.0, gt=0)
     max: float = Field(default=30.0, gt=0)
     factor: float = Field(default=2.0, ge=1)

@@ -74,7 +74,7 @@ from stableaudio_async.polling import CompletionTimes, fetch_status, poll_until_
 from stableaudio_async.providers import Adapter, adapter_class
 from stableaudio_async.providers.base import AUDIO_SUFFIXES, is_url
 from stableaudio_async.ratelimit import RateLimiter, slot
-from stableaudio_async.retry import Phase, backoff_delay, should_retry
+from stableaudio_async.retry import Phase, backoff_delay, may_have_been_accepted, should_retry
 
 __all__ = ["Engine", "ProviderProgress"]
 
@@ -316,6 +316,10 @@ class _JobRun:
         self.marks: dict[str, float] = {}
         self.counter = "waiting"
         counts.waiting += 1
+
+    def flag_possible_duplicate(self) -> None:
+        """A submit the provider may have taken is about to be sent again."""
+        self.possibly_duplicated = True
 
     def move(self, to: str) -> None:
         """Move the job from its current progress counter to ``to``."""
@@ -727,11 +731,14 @@ class Engine:
         provider: _Provider,
         bound: structlog.typing.FilteringBoundLogger,
         limiter: RateLimiter | None = None,
+        on_resend: Callable[[], None] | None = None,
     ) -> T:
         """Run ``operation``, retrying what :func:`should_retry` allows for ``phase``.
 
         With a ``limiter``, each attempt first takes a slot, and ``operation`` gets the
         callback to call when its request is on the wire (see :meth:`RateLimiter.request`).
+        ``on_resend`` is called before a submit is sent again that the provider may have
+        accepted already.
         """
         attempt = 0
         while True:
@@ -745,10 +752,14 @@ class Engine:
                 if phase != "download":
                     provider.record_outcome(exc, bound)
                 attempt += 1
-                retryable = should_retry(phase, exc,
-                                         free_failures=provider.adapter.free_failures)
+                free = provider.adapter.free_failures
+                retryable = should_retry(phase, exc, free_failures=free,
+                                         submit_5xx=policy.submit_5xx)
                 if attempt >= policy.attempts or not retryable:
                     raise
+                if phase == "submit" and on_resend is not None \
+                        and may_have_been_accepted(exc, free_failures=free):
+                    on_resend()
                 wait = backoff_delay(attempt - 1, initial=policy.initial, maximum=policy.max,
                                      factor=policy.factor, jitter=0.5, rand=self._rand)
                 pause = provider.pause_for(exc) if isinstance(exc, RateLimitedError) else None
@@ -785,7 +796,8 @@ class Engine:
             return handle
 
         handle = await self._retrying("submit", provider.settings.retry, attempt,
-                                      provider=provider, bound=bound, limiter=provider.limiter)
+                                      provider=provider, bound=bound, limiter=provider.limiter,
+                                      on_resend=run.flag_possible_duplicate)
         bound.info("job.submitted", request_id=handle.request_id, attempts=run.attempts)
         return handle
 
@@ -846,7 +858,8 @@ class Engine:
 
         run.move("running")
         written = await self._retrying("submit", provider.settings.retry, attempt,
-                                       provider=provider, bound=bound, limiter=provider.limiter)
+                                       provider=provider, bound=bound, limiter=provider.limiter,
+                                       on_resend=run.flag_possible_duplicate)
         bound.info("job.generated", request_id=run.request_id, attempts=run.attempts,
                    seed=run.seed)
         return written

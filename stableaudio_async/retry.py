@@ -18,7 +18,14 @@ from stableaudio_async.errors import (
     RateLimitedError,
 )
 
-__all__ = ["Phase", "backoff_delay", "parse_retry_after", "retry_after_from_headers", "should_retry"]
+__all__ = [
+    "Phase",
+    "backoff_delay",
+    "may_have_been_accepted",
+    "parse_retry_after",
+    "retry_after_from_headers",
+    "should_retry",
+]
 
 Phase = Literal["submit", "upload", "poll", "download"]
 
@@ -101,16 +108,17 @@ def retry_after_from_headers(
     return parse_retry_after(lowered.get("retry-after"), now=now, cap=cap)
 
 
-def should_retry(phase: Phase, error: BaseException, *, free_failures: bool = False) -> bool:
-    """Whether ``error`` in ``phase`` may be retried without risking a second charge.
+def should_retry(phase: Phase, error: BaseException, *, free_failures: bool = False,
+                 submit_5xx: bool = False) -> bool:
+    """Whether ``error`` in ``phase`` may be retried.
 
-    A submit is repeated only when the provider provably did not accept it: a 429, a 503 from
-    the gateway, or a connection that was never made. Anything after the request was sent
-    (a timeout, a reset mid-reply, another 5xx) may have started a paid job, so it is not,
-    unless the provider bills no failed generation (``free_failures``): then a 5xx *reply* is
-    a free failure and is retried, while a timeout or a reset still is not. Polls and
-    downloads (and uploads of input files) cost nothing, so every transient failure there
-    is retried.
+    A submit is repeated freely only when the provider provably did not accept it: a 429, a
+    503 from the gateway, or a connection that was never made. A 5xx *reply* is retried when
+    the provider bills no failed generation (``free_failures``), or when ``submit_5xx`` says
+    to resend such an ambiguous submit anyway (the job may exist: see
+    :func:`may_have_been_accepted`). A timeout or a reset after the request was sent is never
+    resent: the provider most likely has the job. Polls and downloads (and uploads of input
+    files) cost nothing, so every transient failure there is retried.
     """
     if isinstance(error, RateLimitedError):
         return True
@@ -118,10 +126,19 @@ def should_retry(phase: Phase, error: BaseException, *, free_failures: bool = Fa
         if isinstance(error, ProviderUnavailableError):
             if not error.sent or error.status == 503:
                 return True
-            return free_failures and error.status is not None and error.status >= 500
+            return (free_failures or submit_5xx) and error.status is not None \
+                and error.status >= 500
         return False
     if isinstance(error, ProviderUnavailableError):
         return True
     if phase == "download" and isinstance(error, DownloadError):
         return error.status is None or error.status >= 500 or error.status == 408
     return isinstance(error, ProviderError) and error.status in (408, 502, 503, 504)
+
+
+def may_have_been_accepted(error: BaseException, *, free_failures: bool = False) -> bool:
+    """Whether a failed submit may still have created a billed job: it reached the provider
+    and got neither a 429, nor a 503 (the gateway turning it away), nor a free failure."""
+    if not isinstance(error, ProviderUnavailableError) or not error.sent:
+        return False
+    return error.status != 503 and not free_failures

@@ -123,3 +123,41 @@ async def test_402_after_k_submissions_stops_that_provider_only(tmp_path: Path) 
     failed = [e for e in entries if e["status"] == "failed"]
     assert {e["error_type"] for e in failed} == {"InsufficientBalanceError"}
     assert len(held) + len(failed) == 60 - 12
+
+
+@pytest.mark.parametrize("resend", [True, False])
+async def test_a_submit_answered_500_or_502_is_resent_flagged_or_failed_if_strict(
+        tmp_path: Path, resend: bool) -> None:
+    """retry.submit_5xx (default on): a submit the emulator refused with a 500 or 502 is sent
+    again and its job completes, flagged possibly_duplicated; off, those jobs fail instead."""
+    faults = {name: FaultRates(submit_5xx=0.3) for name in ("pixazo", "wavespeed", "replicate")}
+    rows = [{"provider": provider, "prompt": f"{provider} 5xx {i}", "duration": 1}
+            for provider in faults for i in range(12)]
+    async with Emulator(fast_config(faults=faults, fault_seed=3)) as emu:
+        settings = patient(emu.client_settings())
+        providers = {name: p.model_copy(update={"retry": p.retry.model_copy(
+            update={"submit_5xx": resend})}) for name, p in settings.providers.items()}
+        config = write_settings(settings.model_copy(update={"providers": providers}),
+                                tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                        "--config", str(config), "--log-level", "warning",
+                                        env=ENV)
+        stats = dict(emu.stats)
+    entries = [json.loads(line)
+               for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert len(entries) == len(rows)
+    refused = sum(stats[name].injected["submit_5xx"] for name in faults)
+    assert refused > 0 and all(stats[name].duplicate_submissions == 0 for name in faults)
+    resent = [e for e in entries if e["attempts"] > 1]
+    if resend:
+        assert code == 0, stderr[-3000:]
+        assert all(e["status"] == "completed" for e in entries)
+        assert len(resent) > 0 and all(e["possibly_duplicated"] for e in resent)
+        assert not any(e["possibly_duplicated"] for e in entries if e["attempts"] == 1)
+    else:
+        assert code == 1
+        failed = [e for e in entries if e["status"] == "failed"]
+        assert failed and {e["error_type"] for e in failed} == {"ProviderUnavailableError"}
+        assert len(failed) + sum(e["status"] == "completed" for e in entries) == len(rows)
+        assert not any(e["possibly_duplicated"] for e in entries)

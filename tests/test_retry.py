@@ -23,6 +23,7 @@ from stableaudio_async.retry import (
     RETRY_AFTER_CAP,
     Phase,
     backoff_delay,
+    may_have_been_accepted,
     parse_retry_after,
     retry_after_from_headers,
     should_retry,
@@ -300,3 +301,22 @@ def test_sent_defaults_to_true_on_the_class_not_shared_by_instances() -> None:
     assert second.sent is True
     assert should_retry("submit", first) is True
     assert should_retry("submit", second) is False
+
+
+@pytest.mark.parametrize(("error", "resent", "ambiguous"), [
+    pytest.param(unavailable(status=500), True, True, id="500"),
+    pytest.param(unavailable(status=502), True, True, id="502"),
+    pytest.param(unavailable(status=504), True, True, id="504"),
+    pytest.param(unavailable(status=503), True, False, id="503-gateway"),
+    pytest.param(unavailable(sent=False), True, False, id="never-sent"),
+    pytest.param(unavailable(), False, True, id="reset-or-timeout-after-sending"),
+    pytest.param(RateLimitedError("429", provider="p", status=429), True, False, id="429"),
+    pytest.param(InvalidRequestError("bad", provider="p", status=400), False, False, id="400"),
+])
+def test_submit_5xx_resends_ambiguous_5xx_replies_and_says_which_may_exist(
+        error: BaseException, resent: bool, ambiguous: bool) -> None:
+    """submit_5xx: a 5xx reply is resent; may_have_been_accepted says when that risks a double."""
+    assert should_retry("submit", error, submit_5xx=True) is resent
+    assert may_have_been_accepted(error) is ambiguous
+    # A provider that bills no failed generation: a 5xx is a free failure, nothing doubles.
+    assert may_have_been_accepted(error, free_failures=True) is False

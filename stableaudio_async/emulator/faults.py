@@ -4,9 +4,9 @@ Each provider may be given a :class:`FaultRates` (``EmulatorConfig.faults``, or 
 ``[faults.<provider>]`` table in the emulator's TOML). With none, the emulator is exactly the
 faithful one. Where each fault strikes:
 
-- ``submit_503``, ``poll_5xx``, ``burst_429``: an aiohttp middleware, before the provider's own
-  handler runs, so an injected reply creates nothing, changes no job and counts against no
-  rate-limit window. The reply is ``{"error": "injected fault", "message": …}`` with the
+- ``submit_503``, ``submit_5xx``, ``poll_5xx``, ``burst_429``: an aiohttp middleware, before
+  the provider's own handler runs, so an injected reply creates nothing, changes no job and
+  counts against no rate-limit window. The reply is ``{"error": "injected fault", "message": …}`` with the
   fault's status; adapters map by status code.
 - ``cdn_reset``, ``cdn_truncate``, ``cdn_slow``: the same middleware, on the way out of every
   file route (the shared ``/cdn/…`` and the routes a provider module serves its own files on),
@@ -74,6 +74,9 @@ class FaultRates(BaseModel):
 
     #: A submit answered 503 before the job is accepted: nothing is created, a retry is safe.
     submit_503: Probability = 0.0
+    #: A submit answered 500 or 502 before the job is accepted: nothing is created, but a
+    #: client cannot know that (a 5xx may also come after the job was created).
+    submit_5xx: Probability = 0.0
     #: A status poll or result fetch answered 500 or 503; the job carries on unaffected.
     poll_5xx: Probability = 0.0
     #: A submit or poll starts a burst of ``burst_length`` requests (itself included) answered
@@ -262,6 +265,10 @@ class FaultInjector:
         if kind == "submit" and self._draw(provider, "submit_503", rates.submit_503):
             stats.injected["submit_503"] += 1
             return self._reply(stats, kind, 503, "service unavailable; the job was not accepted")
+        if kind == "submit" and self._draw(provider, "submit_5xx", rates.submit_5xx):
+            stats.injected["submit_5xx"] += 1
+            status = self._rng(provider, "submit_5xx").choice((500, 502))
+            return self._reply(stats, kind, status, "internal error")
         if kind == "poll" and self._draw(provider, "poll_5xx", rates.poll_5xx):
             stats.injected["poll_5xx"] += 1
             status = self._rng(provider, "poll_5xx").choice((500, 503))

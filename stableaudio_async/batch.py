@@ -17,7 +17,7 @@ from stableaudio_async.errors import InvalidBatchError, JobIssue
 from stableaudio_async.models import Job
 from stableaudio_async.providers import ADAPTERS
 
-__all__ = ["LocatedJob", "check_jobs", "load_batch"]
+__all__ = ["LocatedJob", "check_jobs", "drop_unsupported", "dropped_fields", "load_batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,34 @@ class LocatedJob:
     job: Job
     source: str | None = None
     line: int | None = None
+    #: Fields left out because the provider does not take them (``unsupported = "drop"``).
+    dropped: tuple[str, ...] = ()
+
+
+def drop_unsupported(jobs: Iterable[LocatedJob]) -> list[LocatedJob]:
+    """The jobs without the fields their provider does not take, each noting what it lost.
+
+    A job keeps its id: it names the job as written, so a rerun of the same batch finds it.
+    """
+    kept = []
+    for item in jobs:
+        adapter = ADAPTERS.get(item.job.provider)
+        names = adapter.unsupported_fields(item.job) if adapter is not None else []
+        if names:
+            item = replace(item, job=item.job.model_copy(update=dict.fromkeys(names)),
+                           dropped=item.dropped + tuple(names))
+        kept.append(item)
+    return kept
+
+
+def dropped_fields(jobs: Iterable[LocatedJob]) -> dict[str, dict[str, int]]:
+    """How many jobs lost each field, per provider (for the run's summary)."""
+    counts: dict[str, dict[str, int]] = {}
+    for item in jobs:
+        for name in item.dropped:
+            fields = counts.setdefault(item.job.provider, {})
+            fields[name] = fields.get(name, 0) + 1
+    return counts
 
 
 def _issues_from_validation(
@@ -134,6 +162,8 @@ def load_batch(path: str | Path, settings: Settings | None = None) -> list[Locat
     else:
         jobs = _load_jsonl(text, source, issues)
     if settings is not None:
+        if settings.unsupported == "drop":
+            jobs = drop_unsupported(jobs)
         issues.extend(check_jobs(jobs, settings))
     if issues:
         raise InvalidBatchError(sorted(issues, key=_position))

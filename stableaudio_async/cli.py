@@ -31,7 +31,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from stableaudio_async import __version__
-from stableaudio_async.batch import LocatedJob, load_batch
+from stableaudio_async.batch import LocatedJob, dropped_fields, load_batch
 from stableaudio_async.budget import estimate, price_usd
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.emulator import Emulator, EmulatorConfig
@@ -131,7 +131,8 @@ def _progress_table(progress: Mapping[str, ProviderProgress], elapsed: float) ->
 
 
 def _print_summary(console: Console, results: Sequence[JobResult], elapsed: float,
-                   out_dir: Path, *, total: int, interrupted: bool = False) -> None:
+                   out_dir: Path, *, total: int, interrupted: bool = False,
+                   dropped: Mapping[str, Mapping[str, int]] | None = None) -> None:
     counts = Counter(r.status for r in results)
     failed = [r for r in results if r.status is JobStatus.FAILED]
     left = total - counts[JobStatus.COMPLETED] - counts[JobStatus.SKIPPED] - len(failed)
@@ -156,6 +157,10 @@ def _print_summary(console: Console, results: Sequence[JobResult], elapsed: floa
         console.print(f"  {len(held)} job(s) held back: {escape(held[0].error or '')}")
     if left:
         console.print("  rerun the same command to pick up where this run stopped")
+    for provider, fields in sorted((dropped or {}).items()):
+        named = ", ".join(f"{name} ({count} job{'s' if count > 1 else ''})"
+                          for name, count in sorted(fields.items()))
+        console.print(f"  left out, as {provider} does not take them: {named}")
 
 
 #: After the first Ctrl-C or SIGTERM, how long submits already on the wire may take to be
@@ -221,7 +226,7 @@ async def _run_batch(
                     results.append(result)
             tg.cancel_scope.cancel()
     _print_summary(console, results, time.monotonic() - started, out_dir,
-                   total=len(jobs), interrupted=bool(stopped))
+                   total=len(jobs), interrupted=bool(stopped), dropped=dropped_fields(jobs))
     for name, progress in sorted(engine.progress().items()):
         if progress.allowed_rate is not None and progress.rate_limit \
                 and progress.allowed_rate < progress.rate_limit - 1e-9:
@@ -280,6 +285,8 @@ def _dry_run(settings: Settings, jobs: Sequence[LocatedJob], out_dir: Path) -> i
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a batch file against the configured providers."""
     settings = load_settings(args.config)
+    if args.drop_unsupported:
+        settings = settings.model_copy(update={"unsupported": "drop"})
     jobs = load_batch(args.batch, settings)
     if args.dry_run:
         return _dry_run(settings, jobs, Path(args.out))
@@ -463,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "this many dollars; the rest stay pending and resumable")
     run.add_argument("--force", action="store_true",
                      help="regenerate jobs already completed in the output folder")
+    run.add_argument("--drop-unsupported", action="store_true",
+                     help="leave out job fields a provider does not take (e.g. seed on AI/ML "
+                          "API) instead of refusing the batch; the summary names them")
     run.set_defaults(func=cmd_run)
 
     status = commands.add_parser("status", help="show a batch's state from its journal")

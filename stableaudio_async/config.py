@@ -177,6 +177,10 @@ class Settings(_Frozen):
 
     providers: dict[str, ProviderSettings]
     download: DownloadSettings = Field(default_factory=DownloadSettings)
+    #: A job field its provider does not take (AI/ML API has no ``seed``, say): ``error``
+    #: refuses the batch, naming it; ``drop`` leaves the field out of that job's request and
+    #: names every dropped field in the run's summary.
+    unsupported: Literal["error", "drop"] = "error"
 
     def provider(self, name: str) -> ProviderSettings:
         """The named provider's settings, or a :class:`ConfigError` naming the known ones."""

@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from stableaudio_async.audiocheck import check_audio
-from stableaudio_async.batch import LocatedJob, check_jobs
+from stableaudio_async.batch import LocatedJob, check_jobs, drop_unsupported
 from stableaudio_async.budget import USD_PER_UNIT, Budget, price_usd
 from stableaudio_async.config import PollPolicy, ProviderSettings, RetryPolicy, Settings
 from stableaudio_async.download import (
@@ -492,9 +492,12 @@ class Engine:
         """Validate a whole batch and check every key it needs, sending nothing.
 
         Raises :class:`InvalidBatchError` listing every bad job, or :class:`ConfigError` for
-        a provider that is not configured or has no key.
+        a provider that is not configured or has no key. With ``unsupported = "drop"`` in the
+        settings, fields a provider does not take are left out of its jobs instead.
         """
         located = [j if isinstance(j, LocatedJob) else LocatedJob(j) for j in jobs]
+        if self.settings.unsupported == "drop":
+            located = drop_unsupported(located)
         issues = check_jobs(located, self.settings)
         if issues:
             raise InvalidBatchError(issues)

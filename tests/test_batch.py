@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from stableaudio_async.batch import LocatedJob, check_jobs, load_batch
+from stableaudio_async.batch import (
+    LocatedJob,
+    check_jobs,
+    drop_unsupported,
+    dropped_fields,
+    load_batch,
+)
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.errors import InvalidBatchError, JobIssue
 from stableaudio_async.models import Job
@@ -307,3 +313,32 @@ def test_check_jobs_reports_every_issue(tmp_path: Path, settings: Settings) -> N
         ("a", 1, "duration"), ("b", 2, "provider"), ("c", 3, "output_format"), ("a", 4, "id"),
     ]
     assert all(isinstance(i, JobIssue) for i in issues)
+
+
+def test_unsupported_fields_refuse_the_batch_unless_told_to_drop_them(
+        tmp_path: Path, settings: Settings) -> None:
+    """Refused by default, naming line and field; with unsupported = "drop" the field is left
+    out of that job only, the job keeps its id, and what was dropped is noted."""
+    rows = [{"provider": "aimlapi", "prompt": "open", "seed": 4, "duration": 5,
+             "output_format": "wav"},
+            {"provider": "pixazo", "prompt": "keeps its seed", "seed": 4, "duration": 5},
+            {"provider": "aimlapi", "prompt": "plain", "duration": 5, "output_format": "wav"}]
+    path = write(tmp_path, "b.jsonl", "\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(InvalidBatchError) as info:
+        load_batch(path, settings)
+    error = info.value
+    assert [(i.line, i.field) for i in error.issues] == [(1, "seed")]
+    assert "not supported by aimlapi" in error.issues[0].message
+
+    dropping = settings.model_copy(update={"unsupported": "drop"})
+    as_written = [LocatedJob(Job.model_validate(r)) for r in rows]
+    jobs = load_batch(path, dropping)
+    assert [j.job.seed for j in jobs] == [None, 4, None]
+    assert [j.dropped for j in jobs] == [("seed",), (), ()]
+    assert [j.job.id for j in jobs] == [j.job.id for j in as_written]
+    assert dropped_fields(jobs) == {"aimlapi": {"seed": 1}}
+    assert check_jobs(jobs, dropping) == []
+    # A field that changes what the job is (strength without audio-to-audio) is still refused.
+    wrong_task = Job(provider="aimlapi", prompt="x", strength=0.5, output_format="wav")
+    assert drop_unsupported([LocatedJob(wrong_task)])[0].dropped == ()
+    assert [i.field for i in check_jobs([LocatedJob(wrong_task)], dropping)] == ["strength"]

@@ -164,3 +164,25 @@ async def test_demo_writes_real_audio(tmp_path: Path) -> None:
         assert abs(w.getnframes() / w.getframerate() - 12.0) < 0.01
     mp3 = (out / "victory-sting.mp3").read_bytes()
     assert mp3[:3] == b"ID3" or (mp3[0] == 0xFF and mp3[1] & 0xE0 == 0xE0)
+
+
+async def test_drop_unsupported_runs_a_mixed_batch_and_names_what_it_left_out(
+        tmp_path: Path) -> None:
+    """--drop-unsupported: AI/ML API jobs lose the seed it does not take; the summary says so."""
+    rows = [{"provider": "aimlapi", "prompt": f"open {i}", "seed": i + 1, "duration": 1,
+             "output_format": "wav"} for i in range(2)]
+    rows += [{"provider": "pixazo", "prompt": "seeded", "seed": 9, "duration": 1}]
+    env = {"AIMLAPI_API_KEY": TEST_KEY, "PIXAZO_API_KEY": TEST_KEY}
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        args = ("run", str(batch), "--out", str(tmp_path / "out"), "--config", str(config))
+        code, _, stderr = await run_cli(*args, env=env)
+        assert code == 2 and "field 'seed': not supported by aimlapi" in stderr
+        assert "aimlapi" not in emu.stats  # refused before anything was sent
+        code, _, stderr = await run_cli(*args, "--drop-unsupported", env=env)
+        bodies = [job.params for job in emu.jobs.values()]
+    assert code == 0, stderr[-2000:]
+    assert "left out, as aimlapi does not take them: seed (2 jobs)" in stderr
+    # Left out of AI/ML API's jobs only: Pixazo's job kept its seed.
+    assert sorted(str(p.get("seed")) for p in bodies) == ["9", "None", "None"]

@@ -317,6 +317,16 @@ class Adapter(ABC):
         return cls.check(job, spec)
 
     @classmethod
+    def unsupported_fields(cls, job: Job) -> list[str]:
+        """The job's fields that are set but that its model on this provider does not take
+        at all (task-specific fields used with the wrong task are not among them)."""
+        spec = cls.models.get(job.model or cls.default_model)
+        if spec is None:
+            return []
+        allowed = _CORE_FIELDS | spec.fields | spec.ranges.keys() | _TASK_FIELDS.keys()
+        return [name for name, value in job if value is not None and name not in allowed]
+
+    @classmethod
     def check(cls, job: Job, spec: ModelSpec) -> list[JobIssue]:
         """Model-specific checks; the default applies ``spec`` with :func:`check_job`."""
         return check_job(job, spec, provider=cls.name, reserved=frozenset())

@@ -305,6 +305,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not records:
         print(f"no journal in {args.out}")
         return EXIT_INVALID
+    if args.json:
+        # One object per job: its journal state, and the outcome its last run recorded (the
+        # same as its last line in manifest.jsonl).
+        for record in records:
+            result = record.result
+            print(json.dumps({
+                "id": record.job_id, "provider": record.provider, "state": record.state.value,
+                "request_id": record.request_id, "attempts": record.attempts,
+                "possibly_duplicated": record.possibly_duplicated,
+                "status": result.status.value if result else None,
+                "pending_reason": result.pending_reason if result else None,
+                "error": result.error if result else None,
+            }))
+        return EXIT_OK
     table: dict[str, Counter[str]] = {}
     for record in records:
         table.setdefault(record.provider, Counter())[record.state] += 1
@@ -477,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show a batch's state from its journal")
     status.add_argument("--out", default="out", help="output folder (default: out)")
+    status.add_argument("--json", action="store_true",
+                        help="one JSON object per job (state, request id, last outcome)")
     status.set_defaults(func=cmd_status)
 
     demo = commands.add_parser("demo", help="run a demo batch against the built-in emulator")

@@ -107,6 +107,8 @@ async def test_402_after_k_submissions_stops_that_provider_only(tmp_path: Path) 
         code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
                                         "--config", str(config), env=ENV)
         stats = dict(emu.stats)
+    status_code, status_out, _ = await run_cli("status", "--out", str(tmp_path / "out"),
+                                               "--json", env=ENV)
     assert code == 1
     assert stats["pixazo"].accepted == 12
     assert 1 <= stats["pixazo"].errors[402] <= 4  # the first 402, and those already in flight
@@ -123,6 +125,11 @@ async def test_402_after_k_submissions_stops_that_provider_only(tmp_path: Path) 
     failed = [e for e in entries if e["status"] == "failed"]
     assert {e["error_type"] for e in failed} == {"InsufficientBalanceError"}
     assert len(held) + len(failed) == 60 - 12
+    # `status --json` tells the same story as the manifest's last line per job.
+    assert status_code == 0
+    states = {s["id"]: s for s in map(json.loads, status_out.splitlines())}
+    assert {e["id"]: (e["status"], e["pending_reason"]) for e in entries} == {
+        i: (s["status"], s["pending_reason"]) for i, s in states.items()}
 
 
 @pytest.mark.parametrize("resend", [True, False])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import functools
 
 import pytest
 import structlog
 
+from stableaudio_async import engine
 from stableaudio_async.config import CircuitPolicy, ProviderSettings, RateLimit
 from stableaudio_async.engine import _Provider
 from stableaudio_async.errors import ProviderUnavailableError, RateLimitedError
@@ -57,8 +59,14 @@ def provider(**circuit: float) -> _Provider:
 
 
 @pytest.mark.anyio
-async def test_circuit_opens_after_a_run_of_failures_and_doubles() -> None:
-    """Five 5xx in a row pause the provider; a failing probe doubles the pause; success resets."""
+async def test_circuit_opens_after_a_run_of_failures_and_doubles(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five 5xx in a row pause the provider; a failing probe doubles the pause; success resets.
+
+    The provider builds its limiters as ever, but on a clock that stands still, so each pause
+    reads back exactly as long as the circuit made it.
+    """
+    monkeypatch.setattr(engine, "RateLimiter", functools.partial(RateLimiter, clock=lambda: 0.0))
     p = provider(failures=5, cooldown=2.0, max_cooldown=5.0)
     log = structlog.get_logger()
     error = ProviderUnavailableError("HTTP 503", provider="pixazo", status=503)
@@ -66,13 +74,13 @@ async def test_circuit_opens_after_a_run_of_failures_and_doubles() -> None:
         p.record_outcome(error, log)
     assert p.limiter.statistics().paused_for == 0
     p.record_outcome(error, log)
-    assert 1.9 < p.limiter.statistics().paused_for <= 2.0
+    assert p.limiter.statistics().paused_for == 2.0
     for _ in range(5):
         p.record_outcome(error, log)
-    assert 3.9 < p.limiter.statistics().paused_for <= 4.0
+    assert p.limiter.statistics().paused_for == 4.0
     for _ in range(5):
         p.record_outcome(error, log)
-    assert p.limiter.statistics().paused_for <= 5.0  # capped
+    assert p.limiter.statistics().paused_for == 5.0  # capped
     p.record_outcome(None, log)
     assert p.failures == 0 and p.cooldown == 2.0
 

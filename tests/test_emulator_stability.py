@@ -8,15 +8,17 @@ import io
 import json
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import anyio
 import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
 from multidict import CIMultiDictProxy
 
-from stableaudio_async.emulator import EmulatedLimit, Emulator, EmulatorConfig, stability
+from stableaudio_async.emulator import EmulatedJob, EmulatedLimit, Emulator, EmulatorConfig, stability
 from stableaudio_async.emulator.audio import render_audio
 
 from conftest import TEST_KEY, fast_config
@@ -149,17 +151,66 @@ async def test_held_request_takes_the_generation_time() -> None:
     assert elapsed >= 0.25
 
 
-async def test_client_giving_up_during_the_hold_gets_nothing_rendered() -> None:
-    """A client that disconnects while held leaves an accepted job, no served audio, a working server."""
-    async with Emulator(fast_config(queue_time=0.0, generation_time=10.0)) as emu:
-        form = aiohttp.FormData({"prompt": "p", "duration": "1"}, default_to_multipart=True)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.03)) as http:
-            with pytest.raises(TimeoutError):
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait, yielding to the event loop, until ``condition()`` holds.
+
+    The deadline only turns a hang into a failure: the outcome never depends on it.
+    """
+    with anyio.fail_after(30):
+        while not condition():
+            await anyio.sleep(0.001)
+
+
+async def test_client_giving_up_during_the_hold_gets_nothing_rendered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that disconnects while held leaves an accepted job, no served audio, a working server.
+
+    The hold is gated: after its (scaled) generation time it also waits until the test has seen
+    the server notice the disconnect, so the handler's check after the hold always finds the
+    client gone, whatever the machine's speed.
+    """
+    emu = Emulator(fast_config(queue_time=0.0, generation_time=10.0))
+    held: list[web.Request] = []
+    answered: list[int] = []
+
+    @web.middleware
+    async def watch(request: web.Request, handler: Handler) -> web.StreamResponse:
+        held.append(request)
+        response = await handler(request)
+        answered.append(response.status)
+        return response
+
+    emu.app.middlewares.append(watch)
+    released = anyio.Event()
+    hold = emu.wait_until_done
+
+    async def gated_hold(job: EmulatedJob) -> None:
+        await hold(job)
+        await released.wait()
+
+    monkeypatch.setattr(emu, "wait_until_done", gated_hold)
+    async with emu:
+        stats = emu.provider_stats("stability")
+
+        async def give_up_while_held() -> None:
+            form = aiohttp.FormData({"prompt": "p", "duration": "1"}, default_to_multipart=True)
+            async with aiohttp.ClientSession() as http:
                 await http.post(emu.url + ROUTE + T2A, headers=AUTH, data=form)
-        await anyio.sleep(0.12)  # past the job's end: the handler has finished by now
-        stats = emu.stats["stability"]
+            raise AssertionError("answered while held")  # pragma: no cover
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(give_up_while_held)
+            await until(lambda: stats.accepted == 1)  # the job is accepted: the request is held
+            tg.cancel_scope.cancel()  # the client gives up, closing its connection
+        request = held[0]
+        await until(lambda: request.transport is None or request.transport.is_closing())
+        assert answered == []  # still held
+        released.set()
+        await until(lambda: bool(answered))  # the handler has returned
+        assert answered == [499]
         assert stats.accepted == 1 and stats.served == {}
         assert (await post(emu, T2A, {"prompt": "q", "duration": "1"})).status == 200
+        assert answered == [499, 200] and len(stats.served) == 1
 
 
 async def test_repeated_bodies_are_counted_as_duplicates(emu: Emulator) -> None:
@@ -382,8 +433,13 @@ async def test_default_limit_is_150_per_10s_with_a_60s_lockout() -> None:
 
 
 async def test_the_151st_request_is_refused_with_the_default_limit() -> None:
-    """At real time, 150 requests pass the window (even invalid ones count) and the 151st 429s."""
-    async with Emulator(EmulatorConfig(api_key=TEST_KEY)) as emu, aiohttp.ClientSession() as http:
+    """At real time scale, 150 requests pass the window (even invalid ones count) and the 151st 429s.
+
+    The emulator's clock stands still, so all 152 fall within one 10 s window however long
+    the machine takes to send them.
+    """
+    config = EmulatorConfig(api_key=TEST_KEY)
+    async with Emulator(config, clock=lambda: 1000.0) as emu, aiohttp.ClientSession() as http:
         url = emu.url + ROUTE + T2A
         statuses = []
         form = aiohttp.FormData({"duration": "1"}, default_to_multipart=True)
@@ -399,15 +455,19 @@ async def test_the_151st_request_is_refused_with_the_default_limit() -> None:
 
 
 async def test_window_overflow_locks_the_key_out() -> None:
-    """N accepted, then 429 and a lockout that refuses even a request the window has room for."""
+    """N accepted, then 429 and a lockout that refuses even a request the window has room for.
+
+    On a hand-moved emulator clock: the five requests arrive at one instant, and the clock is
+    then moved past the window (the lockout holds) and past the lockout (let in again).
+    """
+    now = [1000.0]
     config = fast_config(queue_time=0.0, generation_time=0.0,
                          limits={"stability": EmulatedLimit(requests=4, period=20.0)},
                          lockouts={"stability": 60.0})  # 0.2 s window, 0.6 s lockout
-    async with Emulator(config) as emu:
+    async with Emulator(config, clock=lambda: now[0]) as emu:
         fields = {"prompt": "p", "duration": "1", "output_format": "wav"}
         statuses = [(await post(emu, T2A, fields)).status for _ in range(4)]
         overflow = await post(emu, T2A, fields)
-        locked_at = time.monotonic()
         assert statuses == [200] * 4
         errors = assert_error(overflow, 429, "rate_limit_exceeded")
         assert "4 requests" in errors[0] and "60 seconds" in errors[0]
@@ -415,24 +475,27 @@ async def test_window_overflow_locks_the_key_out() -> None:
         stats = emu.stats["stability"]
         assert (stats.accepted, stats.lockouts, len(stats.counted_at)) == (4, 1, 4)
 
-        await anyio.sleep(0.3)  # the window has emptied; the lockout holds
+        now[0] += 0.3  # the window has emptied; the lockout holds
         assert_error(await post(emu, T2A, fields), 429, "rate_limit_exceeded")
         assert (stats.lockouts, stats.rate_limited, len(stats.counted_at)) == (1, 2, 4)
 
-        await anyio.sleep(max(0.0, locked_at + 0.65 - time.monotonic()))
+        now[0] += 0.35  # 0.65 s after the overflow: the lockout is over
         assert (await post(emu, T2A, fields)).status == 200
         assert (stats.accepted, stats.lockouts, stats.rate_limited) == (5, 1, 2)
 
 
 async def test_lockout_is_generic_and_refuses_non_submits() -> None:
-    """Any provider with a lockout configured locks its key out, polls included."""
+    """Any provider with a lockout configured locks its key out, polls included.
+
+    On a frozen emulator clock, so the 0.1 s (scaled) lockout cannot run out mid-test.
+    """
     config = fast_config(limits={"pixazo": EmulatedLimit(requests=1, period=100.0)},
                          lockouts={"pixazo": 10.0})
-    emu = Emulator(config)
+    emu = Emulator(config, clock=lambda: 1000.0)
     assert emu.admit("pixazo", "k", submit=False) is None  # polls do not count...
     assert emu.admit("pixazo", "k", submit=True) is None
     wait = emu.admit("pixazo", "k", submit=True)
     assert wait == pytest.approx(0.1)
-    assert emu.admit("pixazo", "k", submit=False) is not None  # ...but are locked out
+    assert emu.admit("pixazo", "k", submit=False) == pytest.approx(0.1)  # ...but are locked out
     assert emu.admit("pixazo", "other", submit=True) is None  # per key
     assert emu.stats["pixazo"].lockouts == 1 and emu.stats["pixazo"].rate_limited == 2

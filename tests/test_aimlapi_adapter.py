@@ -6,6 +6,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import structlog
+import structlog.testing
 
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.errors import (
@@ -326,15 +328,24 @@ def test_status_words_are_read_case_insensitively(
     assert isinstance(adapter.parse_poll(reply(200, body), handle), Succeeded)
 
 
-@pytest.mark.parametrize("body", [STATUS_UNKNOWN_WORD, b'{"id": "x"}'],
-                         ids=["unknown-word", "missing-status"])
+@pytest.mark.parametrize("body", [b'{"id": "x"}'], ids=["missing-status"])
 def test_parse_poll_unknown_status_is_unavailable(
     adapter: AimlapiAdapter, handle: RemoteHandle, body: bytes
 ) -> None:
-    """An unknown or missing status word is a ProviderUnavailableError carrying the id."""
+    """A missing status word is a ProviderUnavailableError carrying the id."""
     with pytest.raises(ProviderUnavailableError) as info:
         adapter.parse_poll(reply(200, body), handle)
     assert (info.value.provider, info.value.request_id) == ("aimlapi", GENERATION_ID)
+
+
+def test_an_unknown_status_word_is_logged_and_taken_as_still_running(
+    adapter: AimlapiAdapter, handle: RemoteHandle
+) -> None:
+    """A word the contract does not list keeps the job polled until its deadline: Running,
+    never success, with a warning naming it."""
+    with structlog.testing.capture_logs() as logs:
+        assert adapter.parse_poll(reply(200, STATUS_UNKNOWN_WORD), handle) == Running()
+    assert [(e["event"], e["provider"]) for e in logs] == [("poll.unknown_status", "aimlapi")]
 
 
 @pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b"null", b'"completed"'])

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.errors import (
@@ -457,11 +460,20 @@ def test_parse_poll_maps_status_words(adapter: FalAdapter, handle: RemoteHandle,
     assert adapter.parse_poll(reply(http_status, body), handle) == expected
 
 
-def test_unknown_status_word_is_unavailable(adapter: FalAdapter, handle: RemoteHandle) -> None:
-    """An undocumented status word is a ProviderUnavailableError naming it."""
-    with pytest.raises(ProviderUnavailableError, match="TELEPORTING") as info:
-        adapter.parse_poll(reply(200, STATUS_UNKNOWN), handle)
-    assert info.value.request_id == REQUEST_ID
+def test_unknown_status_word_is_logged_and_taken_as_still_running(
+        adapter: FalAdapter, handle: RemoteHandle) -> None:
+    """An undocumented status word keeps the job polled (Running, never success), logged."""
+    with structlog.testing.capture_logs() as logs:
+        assert adapter.parse_poll(reply(200, STATUS_UNKNOWN), handle) == Running()
+    assert [(e["event"], e["status"]) for e in logs] == [("poll.unknown_status", "TELEPORTING")]
+
+
+@pytest.mark.parametrize("word", ["FAILED", "CANCELED", "CANCELLED"])
+def test_failed_or_cancelled_is_finished_and_the_result_says_how(
+        adapter: FalAdapter, handle: RemoteHandle, word: str) -> None:
+    """FAILED and CANCELED are final: the result URL is fetched for the outcome and its detail."""
+    body = json.dumps({"status": word, "response_url": "https://queue.fal.run/x"}).encode()
+    assert adapter.parse_poll(reply(200, body), handle) == Ready()
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from pydantic import ValidationError
 
 from stableaudio_async.config import ProviderSettings
@@ -429,17 +431,27 @@ def test_parse_poll_completed_without_output_is_failed(
 
 @pytest.mark.parametrize(
     "body",
-    [STATUS_UNKNOWN_WORD, b'{"request_id": "x"}'],
-    ids=["unknown-word", "missing-status"],
+    [b'{"request_id": "x"}'],
+    ids=["missing-status"],
 )
 def test_parse_poll_unknown_status_is_unavailable(
     adapter: PixazoAdapter, handle: RemoteHandle, body: bytes
 ) -> None:
-    """An unknown or missing status word is a ProviderUnavailableError carrying the request id."""
+    """A missing status word is a ProviderUnavailableError carrying the request id."""
     with pytest.raises(ProviderUnavailableError) as info:
         adapter.parse_poll(reply(200, body), handle)
     assert info.value.provider == "pixazo"
     assert info.value.request_id == REQUEST_ID
+
+
+def test_an_unknown_status_word_is_logged_and_taken_as_still_running(
+    adapter: PixazoAdapter, handle: RemoteHandle
+) -> None:
+    """A word the contract does not list keeps the job polled until its deadline: Running,
+    never success, with a warning naming it."""
+    with structlog.testing.capture_logs() as logs:
+        assert adapter.parse_poll(reply(200, STATUS_UNKNOWN_WORD), handle) == Running()
+    assert [(e["event"], e["provider"]) for e in logs] == [("poll.unknown_status", "pixazo")]
 
 
 @pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b"null", b'"COMPLETED"'])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.errors import (
@@ -514,11 +516,12 @@ def test_malformed_inline_output_ends_failed(adapter: ReplicateAdapter, handle: 
     assert isinstance(status, Failed) and "inline audio" in status.reason
 
 
-def test_unknown_status_word_is_unavailable(adapter: ReplicateAdapter, handle: RemoteHandle) -> None:
-    """A status word outside the contract is a ProviderUnavailableError naming it."""
-    with pytest.raises(ProviderUnavailableError, match="teleporting") as info:
-        adapter.parse_poll(reply(200, POLL_UNKNOWN_WORD), handle)
-    assert info.value.request_id == PREDICTION_ID
+def test_unknown_status_word_is_logged_and_taken_as_still_running(
+        adapter: ReplicateAdapter, handle: RemoteHandle) -> None:
+    """A status word outside the contract keeps the job polled (Running, never success)."""
+    with structlog.testing.capture_logs() as logs:
+        assert adapter.parse_poll(reply(200, POLL_UNKNOWN_WORD), handle) == Running()
+    assert [(e["event"], e["status"]) for e in logs] == [("poll.unknown_status", "teleporting")]
 
 
 # ---- error replies --------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.errors import (
@@ -483,16 +485,26 @@ def test_completed_without_usable_audio_is_failed(adapter: WaveSpeedAdapter,
 
 @pytest.mark.parametrize(
     "body",
-    [STATUS_UNKNOWN_WORD, b'{"code": 200, "message": "success", "data": {"id": "x"}}',
+    [b'{"code": 200, "message": "success", "data": {"id": "x"}}',
      b"<html>502</html>", b'{"code": 200, "message": "success", "data": "completed"}'],
-    ids=["unknown-word", "missing-status", "html", "data-not-object"],
+    ids=["missing-status", "html", "data-not-object"],
 )
 def test_parse_poll_unreadable_status_is_unavailable(adapter: WaveSpeedAdapter,
                                                      handle: RemoteHandle, body: bytes) -> None:
-    """An unknown status word or a malformed envelope is a ProviderUnavailableError with the id."""
+    """A missing status word or a malformed envelope is a ProviderUnavailableError with the id."""
     with pytest.raises(ProviderUnavailableError) as info:
         adapter.parse_poll(reply(200, body), handle)
     assert info.value.request_id == REQUEST_ID
+
+
+def test_an_unknown_status_word_is_logged_and_taken_as_still_running(
+    adapter: WaveSpeedAdapter, handle: RemoteHandle
+) -> None:
+    """A word the contract does not list keeps the job polled until its deadline: Running,
+    never success, with a warning naming it."""
+    with structlog.testing.capture_logs() as logs:
+        assert adapter.parse_poll(reply(200, STATUS_UNKNOWN_WORD), handle) == Running()
+    assert [(e["event"], e["provider"]) for e in logs] == [("poll.unknown_status", "wavespeed")]
 
 
 # ---- error replies -------------------------------------------------------------------------

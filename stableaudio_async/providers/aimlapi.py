@@ -150,8 +150,7 @@ class AimlapiAdapter(Adapter):
         if word == "error":
             # Reported with HTTP 200: a final failure, not something to poll again.
             return Failed(_error_reason(data.get("error")))
-        raise ProviderUnavailableError(f"unknown status {word or 'missing'!r}",
-                                       provider=self.name, request_id=request_id)
+        return self.unknown_status(word, request_id)
 
 
 def _whole_in(value: Any, lo: int, hi: int) -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeGuard
 from urllib.parse import urlsplit
 
+import structlog
+
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import (
@@ -35,10 +37,13 @@ from stableaudio_async.models import (
     Job,
     RemoteHandle,
     RemoteStatus,
+    Running,
     Succeeded,
     Task,
 )
 from stableaudio_async.retry import retry_after_from_headers
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -315,6 +320,17 @@ class Adapter(ABC):
             return [JobIssue(f"unknown {cls.name} model {model!r} (known: {known})",
                              job_id=job.id, field="model")]
         return cls.check(job, spec)
+
+    def unknown_status(self, word: str, request_id: str | None) -> Running:
+        """A status word the contract does not list: logged, and taken as still running (so
+        polling goes on until the job's deadline), never as success. A missing word is no
+        status at all (:class:`ProviderUnavailableError`)."""
+        if not word:
+            raise ProviderUnavailableError("status reply without a status", provider=self.name,
+                                           request_id=request_id)
+        log.warning("poll.unknown_status", provider=self.name, request_id=request_id,
+                    status=word[:64])
+        return Running()
 
     @classmethod
     def unsupported_fields(cls, job: Job) -> list[str]:

@@ -274,11 +274,10 @@ class FalAdapter(Adapter):
                           and not isinstance(position, bool) else None)
         if word == "IN_PROGRESS":
             return Running()
-        if word == "COMPLETED":
-            # Finished, successfully or not: only the response_url says which.
+        if word in ("COMPLETED", "FAILED", "CANCELED", "CANCELLED"):
+            # Finished, successfully or not: only the response_url says which (and why).
             return Ready()
-        raise ProviderUnavailableError(
-            f"unknown status {word or 'missing'!r}", provider=self.name, request_id=request_id)
+        return self.unknown_status(word, request_id)
 
 
 

@@ -141,9 +141,7 @@ class PixazoAdapter(Adapter):
             return Failed(str(data.get("error") or "provider system error"), charged=False)
         if word == "PROCESSING":
             return Running()
-        raise ProviderUnavailableError(
-            f"unknown status {word or 'missing'!r}", provider=self.name, request_id=request_id
-        )
+        return self.unknown_status(word, request_id)
 
 
 

@@ -199,9 +199,7 @@ class ReplicateAdapter(Adapter):
             # Ended before it started (e.g. a Cancel-After deadline): nothing ran.
             return Failed(f"aborted: {reason}" if reason else "prediction aborted before it started",
                           charged=False)
-        raise ProviderUnavailableError(
-            f"unknown status {word or 'missing'!r}", provider=self.name, request_id=request_id
-        )
+        return self.unknown_status(word, request_id)
 
 
 def _whole(value: float | None) -> int | float | None:

@@ -277,8 +277,7 @@ class WaveSpeedAdapter(Adapter):
         if word == "failed":
             # Reported with HTTP 200; whether WaveSpeed bills it is not published.
             return Failed(str(data.get("error") or "generation failed"))
-        raise ProviderUnavailableError(
-            f"unknown status {word or 'missing'!r}", provider=self.name, request_id=request_id)
+        return self.unknown_status(word, request_id)
 
 
 def _envelope_data(reply: HttpReply) -> dict[str, Any] | None:

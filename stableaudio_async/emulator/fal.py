@@ -1,4 +1,25 @@
-"""fal's contract: ``queue.fal.run`` submit routes, request status/response/cancel, ``detail`` errors."""
+"""fal's contract: ``queue.fal.run`` submit routes, request status/response/cancel, ``detail`` errors.
+
+Wire facts from the official client, ``fal-client`` 1.0.3 (``tests/test_official_fal.py``
+drives it, unmodified, against this module served over TLS; ``Emulator(ssl_context=…)``):
+
+* Submit is ``POST https://{FAL_QUEUE_RUN_HOST}/{app}`` — always https; the host comes from
+  the environment once, at import (default ``queue.fal.run``) — with ``Authorization: Key
+  <key>`` and the arguments as the JSON body. The reply must hold ``request_id``,
+  ``status_url``, ``response_url`` and ``cancel_url``: the client uses those URLs from then on.
+* Status is ``GET status_url?logs=true|false``; any 2xx is read (202 while pending is fine).
+  ``IN_QUEUE`` needs ``queue_position``, ``IN_PROGRESS`` and ``COMPLETED`` need a ``logs`` key
+  (null allowed); ``COMPLETED`` may carry ``metrics``, ``error`` and ``error_type``. Any other
+  status word raises ``ValueError``.
+* Result is ``GET response_url`` once the status is ``COMPLETED``; cancel is ``PUT
+  cancel_url`` (any 2xx). Any 4xx/5xx raises ``FalClientHTTPError`` whose message is the body's
+  ``detail`` (a list for 422s) and whose ``error_type`` is the body's ``error_type``, else the
+  ``X-Fal-Error-Type`` header.
+* Retries (every call, the submit POST included): 408, 409 and 429 always, up to 10 attempts,
+  0.1 s × 2ⁿ with jitter (at most 30 s); ``Retry-After`` is not read. 502/503/504 are retried
+  only when they look like the ingress's (no ``x-fal-request-id`` header, ``nginx`` in the
+  body), and never a 504 carrying ``X-Fal-Request-Timeout-Type``.
+"""
 
 from __future__ import annotations
 

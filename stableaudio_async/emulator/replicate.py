@@ -3,7 +3,8 @@
 ``POST /v1/models/stability-ai/stable-audio-2.5/predictions`` answers 201 with the prediction.
 ``Prefer: wait=N`` (1–60, bare ``wait`` meaning 60) holds that reply until the prediction is
 final or N emulated seconds have passed, whichever comes first, and then answers with the
-prediction as it stands, finished or not. ``GET /v1/predictions/{id}`` polls it and
+prediction as it stands, finished or not (one still running reads ``starting``; see below).
+``GET /v1/predictions/{id}`` polls it and
 ``POST /v1/predictions/{id}/cancel`` cancels it (a final prediction is returned unchanged).
 
 Status words: ``starting`` (queued) → ``processing`` → ``succeeded`` | ``failed`` |
@@ -19,11 +20,36 @@ bodies are ``{"title", "detail", "status"}``. Creates count against one window (
 minute), every other call against another (3000 per minute), as :meth:`Emulator.admit` does.
 Unknown input fields are refused; the real API's handling of them is unsure, and refusing
 keeps every request the emulator accepts acceptable to Replicate.
+
+Wire facts from the official client, ``replicate`` 1.0.7 (``tests/test_official_replicate.py``
+drives it, unmodified, against this module):
+
+* A prediction must carry ``id``, ``model``, ``version`` and ``status`` (its pydantic model
+  requires them; ``version`` is a string even for official models, which are run by name).
+  ``status`` must be one of ``starting processing succeeded failed canceled``: anything else
+  (e.g. ``aborted``) fails the client's validation. The final three end ``wait()``.
+* ``wait=True`` sends ``Prefer: wait``, ``wait=N`` sends ``Prefer: wait=N``, with a read
+  timeout of N + 0.5 s (60.5 s for bare ``wait``). After a held create, ``run()`` polls only if
+  the status is ``starting``; any other status is taken as final. So a hold that runs out
+  before the prediction is final answers ``starting`` even while it is processing (the client
+  says the API does so), or ``run()`` would return no output.
+* Failure: ``status: failed`` with the message in ``error``; ``run()`` raises ``ModelError``
+  with that message. Cancel: ``POST /v1/predictions/{id}/cancel`` answers the prediction,
+  ``status: canceled``.
+* Errors: any 4xx/5xx becomes ``ReplicateError`` reading ``type``, ``title``, ``detail`` and
+  ``instance`` from the body (RFC 7807); the status comes from the HTTP status line.
+* Retries: 429, 503 and 504 are retried (10 attempts) only for GET, HEAD, PUT, DELETE,
+  OPTIONS and TRACE, never for the POSTs (create, cancel). ``Retry-After`` is read as whole
+  seconds (digits only) or an ISO date; anything else (the fractional seconds this emulator
+  sends on a scaled clock) falls back to 0.1 s × 2ⁿ backoff.
+* Output strings are wrapped as downloadable ``FileOutput`` only when they start ``https:``
+  or ``data:``; the emulator's ``http://`` delivery URLs stay plain strings.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import uuid
@@ -44,6 +70,9 @@ OUTPUT_RETENTION = 3600.0
 #: Where outputs are served: the emulator's stand-in for ``https://replicate.delivery``.
 DELIVERY_PREFIX = "/replicate-delivery"
 MAX_WAIT = 60
+#: The prediction's ``version``: a stand-in in the documented 64-hex shape (official models are
+#: run without naming one, and what Replicate reports for them is unconfirmed here).
+VERSION = hashlib.sha256(MODEL.encode()).hexdigest()
 FORMAT = "mp3"
 
 #: The model's input schema: name → (JSON type, lowest, highest).
@@ -238,11 +267,17 @@ class _Replicate:
         job = emu.create_job(PROVIDER, MODEL, params, raw, request_id=_prediction_id())
         self.inputs[job.request_id] = body["input"]
         event = self.cancelled[job.request_id] = anyio.Event()
+        body = None
         if hold is not None:
             timeout = min(hold * emu.config.time_scale, max(0.0, job.done_at - emu.now()))
             with anyio.move_on_after(timeout):
                 await event.wait()
-        return web.json_response(self.prediction(request, job), status=201)
+            body = self.prediction(request, job)
+            if body["status"] == "processing":
+                # The hold ran out first: Replicate answers "starting" then, even for a running
+                # prediction, and replicate-python's run() polls only on "starting".
+                body["status"] = "starting"
+        return web.json_response(body or self.prediction(request, job), status=201)
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         stats = self.emu.provider_stats(PROVIDER)
@@ -316,6 +351,7 @@ class _Replicate:
         body: dict[str, Any] = {
             "id": job.request_id,
             "model": job.model,
+            "version": VERSION,
             "input": {} if removed else self.inputs.get(job.request_id, {}),
             "logs": "",
             "output": None,

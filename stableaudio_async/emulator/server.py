@@ -19,6 +19,7 @@ import math
 import pkgutil
 import random
 import resource
+import ssl
 import time
 import uuid
 from collections import Counter, deque
@@ -226,8 +227,12 @@ class Emulator:
     """
 
     def __init__(self, config: EmulatorConfig | None = None, *, host: str = "127.0.0.1",
-                 port: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+                 port: int = 0, clock: Callable[[], float] = time.monotonic,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config or EmulatorConfig()
+        #: Serve over TLS with this context (for clients that only speak https, as
+        #: fal-client's queue does); None serves plain http.
+        self.ssl_context = ssl_context
         #: Every time the emulator keeps (job phases, windows, lockouts, URL expiry) is on this
         #: clock: a test may drive it by hand to force an outcome whatever the machine's speed.
         self.clock = clock
@@ -289,7 +294,8 @@ class Emulator:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024,
+                           ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -302,7 +308,8 @@ class Emulator:
     @property
     def url(self) -> str:
         """The base URL every provider is served under."""
-        return f"http://{self.host}:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def client_settings(self, base: Settings | None = None, *, margin: float | None = None,
                         min_margin: float | None = None, poll_timeout: float = 600.0

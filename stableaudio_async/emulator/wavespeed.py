@@ -25,6 +25,31 @@ concurrency cap does. ``enable_sync_mode`` holds the submit until the job is fin
 ``emulator:sync-timeout`` gets the documented 504 instead, its envelope naming the prediction,
 which carries on); ``enable_base64_output`` puts raw base64 (no ``data:`` prefix) in
 ``outputs``.
+
+Wire facts from the official SDK, ``wavespeed`` 2.0.5 (``tests/test_official_wavespeed.py``
+drives it, unmodified, against this module):
+
+* ``Client(api_key=…, base_url=…)`` (or ``wavespeed.config.api``); every request carries
+  ``Authorization: Bearer``, ``Content-Type: application/json`` and ``X-Client-Name``,
+  ``X-Client-Version``, ``X-Client-OS``. Submit is ``POST {base}/api/v3/{model}`` with the
+  input as the JSON body (``enable_sync_mode: true`` added for sync mode); anything but HTTP
+  200 is a failed submission, never retried. The id is read from ``data.id``.
+* Polling is ``GET /api/v3/predictions/{id}/result`` only; ``data.status`` ``completed``
+  ends it with ``data.outputs``; ``failed``, ``cancelled``, ``timeout`` and ``deleted`` end
+  it with ``data.error`` (``Prediction <status> (task_id: <id>): <error>``); any other word
+  keeps polling. Result GETs answering 429 or 5xx are retried (``retry_interval`` × attempt).
+* Sync mode: a 200 whose ``data.status`` is not ``completed`` is an error; the SDK reads
+  ``data.code == 5004``, or ``status: processing`` with ``Sync mode timed out`` in
+  ``data.error``, as the server's sync wait running out. The 504 this module answers instead
+  is taken, by ``run_no_throw``, as the same (its text holds "sync mode timed out"), but with
+  task id ``unknown``.
+* Upload is ticketed, not multipart: ``POST /api/v3/media/uploads`` with JSON ``{filename,
+  size, content_type?}`` must answer an envelope with ``code: 200`` and ``data.upload``
+  ``{method: "PUT", url, headers}`` plus ``data.download_url``; the file is then PUT to
+  ``upload.url`` with those headers (any 2xx), and ``download_url`` is what it returns. This
+  module serves that too: the PUT goes to ``/wavespeed-upload/{name}`` on this host, with no
+  key (it stands in for a presigned storage URL) and a body of exactly ``size`` bytes.
+* There is no cancel in the SDK.
 """
 
 from __future__ import annotations
@@ -54,6 +79,8 @@ FORMATS = ("mp3", "wav", "flac", "ogg", "opus", "m4a", "aac")
 #: "audio ≤ 50 MB", read as decimal megabytes.
 MAX_UPLOAD_BYTES = 50_000_000
 MEDIA_PREFIX = "/wavespeed-media/"
+#: Where a ticketed upload's bytes are PUT: the emulator's stand-in for a presigned storage URL.
+UPLOAD_PREFIX = "/wavespeed-upload/"
 #: With ``enable_sync_mode``, a prompt holding this is answered 504 at once, the job running on.
 SYNC_TIMEOUT_MARKER = "emulator:sync-timeout"
 
@@ -76,6 +103,8 @@ class _State:
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     #: The route each job was submitted to, by request id.
     routes: dict[str, str] = field(default_factory=dict)
+    #: Upload tickets not yet used, by the name their file will have: (size, content type).
+    tickets: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 def add_routes(app: web.Application, emu: Emulator) -> None:
@@ -94,6 +123,12 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
     async def upload(request: web.Request) -> web.StreamResponse:
         return await _upload(request, emu, state)
 
+    async def ticket(request: web.Request) -> web.StreamResponse:
+        return await _ticket(request, emu, state)
+
+    async def put(request: web.Request) -> web.StreamResponse:
+        return await _put(request, state)
+
     async def media(request: web.Request) -> web.StreamResponse:
         stored = state.media.get(request.match_info["name"])
         if stored is None:
@@ -107,6 +142,8 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
     app.router.add_get("/api/v3/predictions/{request_id}/result", result)
     app.router.add_get("/api/v3/predictions/{request_id}", result)
     app.router.add_post("/api/v3/media/upload/binary", upload)
+    app.router.add_post("/api/v3/media/uploads", ticket)
+    app.router.add_put(UPLOAD_PREFIX + "{name}", put)
     app.router.add_get(MEDIA_PREFIX + "{name}", media)
     # Registered last, so only paths no route above claims reach it.
     app.router.add_route("*", "/api/v3/{tail:.*}", unknown)
@@ -341,8 +378,7 @@ async def _upload(request: web.Request, emu: Emulator, state: _State) -> web.Str
     if file is None or not file[0]:
         return _error(emu, 400, "file: is required")
     data_bytes, filename, content_type = file
-    suffix = PurePosixPath(filename).suffix
-    name = uuid.uuid4().hex + (suffix.lower() if _SUFFIX.fullmatch(suffix) else "")
+    name = _stored_name(filename)
     state.media[name] = (data_bytes, content_type)
     return _envelope({
         "type": content_type.split("/")[0],
@@ -350,3 +386,58 @@ async def _upload(request: web.Request, emu: Emulator, state: _State) -> web.Str
         "filename": filename,
         "size": len(data_bytes),
     })
+
+
+def _stored_name(filename: str) -> str:
+    suffix = PurePosixPath(filename).suffix
+    return uuid.uuid4().hex + (suffix.lower() if _SUFFIX.fullmatch(suffix) else "")
+
+
+async def _ticket(request: web.Request, emu: Emulator, state: _State) -> web.StreamResponse:
+    """``POST /api/v3/media/uploads``: a ticket to PUT one file, as ``wavespeed`` 2.0.5 asks."""
+    refused = _guard(request, emu, submit=False)
+    if refused is not None:
+        return refused
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return _error(emu, 400, "request body is not valid JSON")
+    if not isinstance(body, dict):
+        return _error(emu, 400, "request body must be a JSON object")
+    filename, size = body.get("filename"), body.get("size")
+    content_type = body.get("content_type", "application/octet-stream")
+    if not isinstance(filename, str) or not filename:
+        return _error(emu, 400, "filename: is required")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        return _error(emu, 400, "size: is required, a positive number of bytes")
+    if size > MAX_UPLOAD_BYTES:
+        return _error(emu, 400, f"size: larger than {MAX_UPLOAD_BYTES // 1_000_000} MB")
+    if not isinstance(content_type, str) or not content_type:
+        return _error(emu, 400, "content_type: must be a MIME type")
+    name = _stored_name(filename)
+    state.tickets[name] = (size, content_type)
+    base = f"{request.scheme}://{request.host}"
+    return _envelope({
+        "upload": {"method": "PUT", "url": f"{base}{UPLOAD_PREFIX}{name}",
+                   "headers": {"Content-Type": content_type}},
+        "download_url": f"{base}{MEDIA_PREFIX}{name}",
+        "filename": filename,
+        "size": size,
+    })
+
+
+async def _put(request: web.Request, state: _State) -> web.StreamResponse:
+    """The ticket's PUT: presigned, so no key; the body must be the size the ticket declared."""
+    name = request.match_info["name"]
+    ticket = state.tickets.get(name)
+    if ticket is None:
+        return web.Response(status=404, text="NoSuchUpload")
+    size, content_type = ticket
+    if request.content_length is not None and request.content_length != size:
+        return web.Response(status=400, text=f"expected {size} bytes, got {request.content_length}")
+    data = await request.read()
+    if len(data) != size:
+        return web.Response(status=400, text=f"expected {size} bytes, got {len(data)}")
+    del state.tickets[name]
+    state.media[name] = (data, content_type)
+    return web.Response(status=200)

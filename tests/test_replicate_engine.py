@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,37 @@ pytestmark = pytest.mark.anyio
 ENV = {"REPLICATE_API_TOKEN": TEST_KEY}
 CREATE = "/v1/models/stability-ai/stable-audio-2.5/predictions"
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
+
+
+class Clock:
+    """The emulator's clock, driven by the test: frozen at ``at`` until moved, or following real time.
+
+    Everything the emulator times (phases, windows, retention) reads it, so a test moves it to
+    force an outcome whatever the machine's speed. Within one synchronous stretch of a handler
+    it cannot change: the emulator runs on the test's own event loop.
+    """
+
+    def __init__(self, at: float = 1000.0) -> None:
+        self.at = at
+        #: The real (monotonic) time it started following real time, or None while frozen.
+        self.since: float | None = None
+
+    def __call__(self) -> float:
+        return self.at if self.since is None else self.at + (time.monotonic() - self.since)
+
+    def advance(self, seconds: float) -> None:
+        """Jump ``seconds`` (real ones: emulated × time_scale) ahead, frozen there."""
+        self.at = self() + seconds
+        self.since = None
+
+    def follow(self) -> None:
+        """Run on from where it stands at the speed of real time."""
+        self.at = self()
+        self.since = time.monotonic()
+
+    def freeze(self) -> None:
+        self.at = self()
+        self.since = None
 
 
 def replicate(prompt: str, **fields: Any) -> Job:
@@ -64,22 +96,21 @@ async def create(http: aiohttp.ClientSession, emu: Emulator, body: Any, *,
         return r.status, dict(r.headers), await r.json()
 
 
-async def poll_until(http: aiohttp.ClientSession, url: str, status: str) -> dict[str, Any]:
-    for _ in range(300):
-        async with http.get(url, headers=AUTH) as r:
-            body = await r.json()
-        if body["status"] == status:
-            return body  # type: ignore[no-any-return]
-        await anyio.sleep(0.01)
-    raise AssertionError(f"never reached {status}: {body}")
+async def poll(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """One GET of a prediction: 200 and its body."""
+    async with http.get(url, headers=AUTH) as r:
+        assert r.status == 200
+        return await r.json()  # type: ignore[no-any-return]
 
 
 # ---- the emulator's contract, over raw HTTP ---------------------------------------------------
 
 
-async def test_create_poll_download_life_cycle(emulator: Emulator) -> None:
+async def test_create_poll_download_life_cycle() -> None:
     """201 starting with urls.get/cancel, then processing → succeeded with a downloadable output URL."""
-    async with aiohttp.ClientSession() as http:
+    clock = Clock()
+    # Queued 2 emulated seconds, then 5 generating; the clock moves only when the test moves it.
+    async with Emulator(fast_config(), clock=clock) as emulator, aiohttp.ClientSession() as http:
         status, _, created = await create(http, emulator, {"input": {"prompt": "p", "duration": 3}})
         assert status == 201
         assert created["status"] == "starting" and created["output"] is None
@@ -87,11 +118,21 @@ async def test_create_poll_download_life_cycle(emulator: Emulator) -> None:
         get = f"{emulator.url}/v1/predictions/{created['id']}"
         assert created["urls"] == {"get": get, "cancel": get + "/cancel"}
         assert created["input"] == {"prompt": "p", "duration": 3}
-        processing = await poll_until(http, get, "processing")
+        job = emulated(emulator, "p")
+        scale = emulator.config.time_scale
+        queued = await poll(http, get)
+        assert (queued["status"], queued["started_at"]) == ("starting", None)
+        clock.at = job.queued_until + 1 * scale  # one emulated second into generation
+        processing = await poll(http, get)
+        assert processing["status"] == "processing"
         assert processing["started_at"] and processing["completed_at"] is None
-        done = await poll_until(http, get, "succeeded")
+        assert processing["output"] is None and processing["metrics"] == {}
+        clock.at = job.done_at
+        done = await poll(http, get)
+        assert done["status"] == "succeeded"
         assert done["data_removed"] is False and done["error"] is None
-        assert done["metrics"]["predict_time"] == pytest.approx(5.0, abs=0.5)
+        assert done["completed_at"] is not None
+        assert done["metrics"] == {"predict_time": pytest.approx(5.0), "total_time": pytest.approx(7.0)}
         async with http.get(done["output"]) as r:
             assert (r.status, r.content_type) == (200, "audio/mpeg")
             data = await r.read()
@@ -103,20 +144,30 @@ async def test_create_poll_download_life_cycle(emulator: Emulator) -> None:
 
 async def test_prefer_wait_holds_until_done_or_the_wait_runs_out() -> None:
     """Prefer: wait=N answers 201 once the prediction is final or N emulated seconds have passed."""
-    async with Emulator(fast_config(queue_time=0, generation_time=40)) as emu, \
-            aiohttp.ClientSession() as http:
+    # The hold waits in real time (N × time_scale) on the emulator's real-time clock, so only
+    # lower bounds on its length hold at any speed. 40 emulated seconds per second of audio:
+    # 1 s takes 40 (0.4 s real), 190 s takes 7600 (76 s real) — a reply to that one that is not
+    # final shows the hold ended with its wait, not with the prediction, however slow the machine.
+    config = fast_config(queue_time=0, generation_time=0, generation_time_per_second=40)
+    async with Emulator(config) as emu, aiohttp.ClientSession() as http:
         started = anyio.current_time()
-        status, _, short = await create(http, emu, {"input": {"prompt": "a", "duration": 1}},
+        status, _, short = await create(http, emu, {"input": {"prompt": "a", "duration": 190}},
                                         headers={**AUTH, "Prefer": "wait=5"})
         held = anyio.current_time() - started
-        assert (status, short["status"], short["output"]) == (201, "processing", None)
-        assert 0.05 <= held < 0.3  # 5 of the 40 emulated seconds
+        # Not final: the hold ran out first. The reply says "starting" (what replicate 1.0.7's
+        # run() keeps polling on), with no output and no completion; a GET says "processing".
+        assert status == 201 and short["status"] == "starting"
+        assert short["output"] is None and short["completed_at"] is None
+        assert (await poll(http, short["urls"]["get"]))["status"] == "processing"
+        assert held >= 0.05  # at least the 5 emulated seconds asked for
         started = anyio.current_time()
         status, _, full = await create(http, emu, {"input": {"prompt": "b", "duration": 1}},
                                        headers={**AUTH, "Prefer": "wait"})
+        held = anyio.current_time() - started
         assert (status, full["status"]) == (201, "succeeded")
         assert full["output"].endswith(f"/{full['id']}/output.mp3")
-        assert anyio.current_time() - started >= 0.38  # held for all 40 emulated seconds
+        assert full["metrics"]["predict_time"] == pytest.approx(40.0)
+        assert held >= 0.38  # held for all 40 emulated seconds
         for bad in ("wait=0", "wait=61", "wait=1.5"):
             status, _, body = await create(http, emu, {"input": {"prompt": "c"}},
                                            headers={**AUTH, "Prefer": bad})
@@ -126,14 +177,19 @@ async def test_prefer_wait_holds_until_done_or_the_wait_runs_out() -> None:
 
 async def test_cancel_ends_the_prediction_and_wakes_a_held_create() -> None:
     """POST …/cancel marks it canceled (counted once); a final prediction is returned unchanged."""
-    async with Emulator(fast_config(generation_time=10_000)) as emu, \
+    # A hold lasts wait × time_scale real seconds: on a real-time scale wait=60 is a full minute,
+    # so the cancel reaches the create while it is held however slow the machine, and a reply
+    # before that minute is up is one the cancel woke (a hold left to run out would take it all).
+    async with Emulator(fast_config(time_scale=1.0, generation_time=10_000)) as emu, \
             aiohttp.ClientSession() as http:
         async with anyio.create_task_group() as tg:
             held: dict[str, Any] = {}
 
             async def hold() -> None:
+                started = anyio.current_time()
                 held["reply"] = await create(http, emu, {"input": {"prompt": "held"}},
                                              headers={**AUTH, "Prefer": "wait=60"})
+                held["seconds"] = anyio.current_time() - started
 
             tg.start_soon(hold)
             while not emu.jobs:
@@ -145,6 +201,7 @@ async def test_cancel_ends_the_prediction_and_wakes_a_held_create() -> None:
                 assert (await r.json())["status"] == "canceled"
         status, _, body = held["reply"]
         assert (status, body["status"], body["output"]) == (201, "canceled", None)
+        assert held["seconds"] < 60  # woken by the cancel, not by the wait running out
         assert job.cancelled_at is not None
         async with http.post(f"{emu.url}/v1/predictions/{job.request_id}/cancel",
                              headers=AUTH) as r:
@@ -159,18 +216,22 @@ async def test_cancel_ends_the_prediction_and_wakes_a_held_create() -> None:
         assert emulated(emu, "done").cancelled_at is None
 
 
-async def test_outputs_are_removed_an_hour_after_creation(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_outputs_are_removed_an_hour_after_creation() -> None:
     """After the retention the prediction says data_removed, loses input and output, and the file 404s."""
-    monkeypatch.setattr(replicate_emulator, "OUTPUT_RETENTION", 20.0)  # emulated seconds
-    async with Emulator(fast_config(queue_time=0, generation_time=1)) as emu, \
+    clock = Clock()
+    async with Emulator(fast_config(queue_time=0, generation_time=1), clock=clock) as emu, \
             aiohttp.ClientSession() as http:
-        _, _, done = await create(http, emu, {"input": {"prompt": "brief", "duration": 1}},
-                                  headers={**AUTH, "Prefer": "wait=60"})
+        _, _, created = await create(http, emu, {"input": {"prompt": "brief", "duration": 1}})
+        job = emulated(emu, "brief")
+        scale = emu.config.time_scale
+        clock.at = job.created + 3599 * scale  # done long since, a second short of the hour
+        done = await poll(http, created["urls"]["get"])
+        assert (done["status"], done["data_removed"]) == ("succeeded", False)
+        assert done["input"] == {"prompt": "brief", "duration": 1}
         async with http.get(done["output"]) as r:
             assert r.status == 200
-        await anyio.sleep(0.25)
-        async with http.get(done["urls"]["get"], headers=AUTH) as r:
-            gone = await r.json()
+        clock.at = job.created + 3600 * scale  # the hour is up
+        gone = await poll(http, created["urls"]["get"])
         assert (gone["status"], gone["data_removed"]) == ("succeeded", True)
         assert gone["output"] is None and gone["input"] == {}
         async with http.get(done["output"]) as r:
@@ -253,22 +314,39 @@ async def test_429_has_retry_after_and_the_two_windows_are_separate() -> None:
     """Creates and other calls have separate windows; a 429 carries Retry-After and the reset time."""
     strict = fast_config(limits={"replicate": EmulatedLimit(requests=1, period=30.0)},
                          poll_limits={"replicate": EmulatedLimit(requests=2, period=45.0)})
-    async with Emulator(strict) as emu, aiohttp.ClientSession() as http:
-        _, _, first = await create(http, emu, {"input": {"prompt": "a"}})
+    # Every request lands at a time the test sets (real seconds; emulated = real / 0.01), never
+    # on a boundary: each wait and its rounding are exact whatever the machine's speed.
+    clock = Clock(1000.0)
+    async with Emulator(strict, clock=clock) as emu, aiohttp.ClientSession() as http:
+        status, _, first = await create(http, emu, {"input": {"prompt": "a"}})
+        assert status == 201
+        clock.at = 1000.001  # 0.1 emulated seconds on: 29.9 of the create window's 30 to go
         status, headers, throttled = await create(http, emu, {"input": {"prompt": "b"}})
         assert status == 429
         assert throttled["detail"] == "Request was throttled. Your rate limit resets in ~30s."
-        assert 0.2 < float(headers["Retry-After"]) <= 0.3  # 30 emulated seconds, scaled
-        statuses = []
-        for _ in range(3):
+        assert headers["Retry-After"] == "0.299"  # the 29.9 emulated seconds, scaled
+
+        async def get() -> tuple[int, str | None, Any]:
             async with http.get(first["urls"]["get"], headers=AUTH) as r:
-                statuses.append(r.status)
-                if r.status == 429:
-                    assert float(r.headers["Retry-After"]) <= 0.45
-                    assert "~45s" in (await r.json())["detail"]
-        assert statuses == [200, 200, 429]
+                return r.status, r.headers.get("Retry-After"), await r.json()
+
+        # The create window is full, yet other calls have their own: two pass, the third 429s.
+        assert (await get())[0] == 200
+        clock.at = 1000.002
+        assert (await get())[0] == 200
+        clock.at = 1000.003  # 44.8 emulated seconds until the first GET leaves its window
+        status, retry_after, body = await get()
+        assert (status, retry_after) == (429, "0.448")
+        assert body["detail"] == "Request was throttled. Your rate limit resets in ~45s."
+        # 30.5 emulated seconds after the first create: its window has room again, the other
+        # still has 14.6 seconds to go — neither window is the other.
+        clock.at = 1000.305
+        assert (await create(http, emu, {"input": {"prompt": "c"}}))[0] == 201
+        status, retry_after, body = await get()
+        assert (status, retry_after) == (429, "0.146")
+        assert body["detail"] == "Request was throttled. Your rate limit resets in ~15s."
         stats = emu.stats["replicate"]
-        assert stats.rate_limited == 2 and stats.errors[429] == 2 and stats.accepted == 1
+        assert stats.rate_limited == 3 and stats.errors[429] == 3 and stats.accepted == 2
 
 
 # ---- the engine against the emulator -------------------------------------------------------
@@ -291,16 +369,35 @@ async def test_jobs_complete_with_the_served_bytes(emulator: Emulator, tmp_path:
     assert stats.rate_limited == 0 and stats.cancelled == 0 and stats.polls >= 6
 
 
-async def test_a_held_create_that_finishes_needs_no_poll(emulator: Emulator, tmp_path: Path) -> None:
+async def test_a_held_create_that_finishes_needs_no_poll(tmp_path: Path) -> None:
     """options.wait long enough returns the output in the 201: no poll; a short one polls on."""
-    held = replicate("held", options={"wait": 60})
-    results = await run_all(emulator, [held], tmp_path)
-    stats = emulator.stats["replicate"]
-    assert results[held.id].ok and stats.polls == 0
-    assert results[held.id].sha256 == stats.served[results[held.id].request_id or ""]
-    short = replicate("short", options={"wait": 1})
-    results = await run_all(emulator, [short], tmp_path)
+    clock = Clock()
+    clock.follow()
+    async with Emulator(fast_config(), clock=clock) as emu:
+        stats = emu.provider_stats("replicate")
+        # On real time: wait=60 may hold 0.6 s, the job takes 7 emulated seconds (0.07 s), and
+        # a hold cut to the job's end on the same clock never ends before it: the 201 is final
+        # at any speed.
+        held = replicate("held", options={"wait": 60})
+        results = await run_all(emu, [held], tmp_path)
+        assert results[held.id].ok and stats.polls == 0
+        assert results[held.id].sha256 == stats.served[results[held.id].request_id or ""]
+        # Frozen: wait=1 holds 0.01 s real while the prediction stays where it began, so the
+        # 201 is not final and the engine must poll; only once it has does the job finish.
+        clock.freeze()
+        short = replicate("short", options={"wait": 1})
+
+        async def finish_after_a_poll() -> None:
+            while stats.polls == 0:
+                await anyio.sleep(0.005)
+            clock.at = emulated(emu, "short").done_at
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(finish_after_a_poll)
+            results = await run_all(emu, [short], tmp_path)
+            tg.cancel_scope.cancel()
     assert results[short.id].ok and stats.polls > 0
+    assert results[short.id].sha256 == stats.served[results[short.id].request_id or ""]
 
 
 async def test_marker_jobs_fail_with_replicates_reason(emulator: Emulator, tmp_path: Path) -> None:
@@ -333,27 +430,52 @@ async def test_a_stricter_server_limit_is_honoured_through_retry_after(tmp_path:
     """Against a limit stricter than the client's, the provider pauses for Retry-After; all complete once."""
     strict = fast_config(limits={"replicate": EmulatedLimit(requests=4, period=20.0)},
                          queue_time=0.0, generation_time=1.0)
-    async with Emulator(strict) as emu:
+    # Frozen until the first 429, so the 12 submits meet one full window whatever the machine's
+    # speed; then moved on a quarter second (25 emulated: past the window's 20) whenever a
+    # request was refused or a job is unfinished. Every request lands on one of those instants
+    # and every window holds only its own instant's requests, so every 429's Retry-After is
+    # the window's whole period, "0.200", exactly.
+    clock = Clock()
+    async with Emulator(strict, clock=clock) as emu:
+        stats = emu.provider_stats("replicate")
         settings = client_settings(emu)
         limit = settings.providers["replicate"].rate_limit
         assert limit is not None
         # Ten times the real limit; a retry without Retry-After would wait 15–30 s.
         loose = limit.model_copy(update={"requests": 40, "burst": 40})
-        with capture_logs() as logs, anyio.fail_after(8):
-            results = await run_all(emu, [replicate(f"r{i}", duration=1) for i in range(12)],
-                                    tmp_path, rate_limit=loose,
-                                    retry=RetryPolicy(attempts=20, initial=30.0, max=30.0))
-        stats = emu.stats["replicate"]
+
+        async def drive() -> None:
+            while stats.rate_limited == 0:
+                await anyio.sleep(0.005)
+            refused = 0
+            while True:
+                await anyio.sleep(0.005)
+                if stats.rate_limited > refused or any(
+                        emu.phase(job) != "DONE" for job in emu.jobs.values()):
+                    refused = stats.rate_limited
+                    clock.advance(0.25)
+
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drive)
+                results = await run_all(emu, [replicate(f"r{i}", duration=1) for i in range(12)],
+                                        tmp_path, rate_limit=loose,
+                                        retry=RetryPolicy(attempts=20, initial=30.0, max=30.0))
+                tg.cancel_scope.cancel()
     assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok]
     assert stats.accepted == 12 and stats.duplicate_submissions == 0
-    assert stats.rate_limited > 0
+    assert stats.rate_limited >= 8  # the first 12 submits: 4 in, 8 refused
     pauses = [e["seconds"] for e in logs if e["event"] == "provider.paused"]
-    assert pauses and all(0 < s <= 0.2 for s in pauses)
+    assert pauses and set(pauses) == {0.2}
+    # Every resubmission waited the Retry-After, never the 15–30 s backoff.
+    waits = [e["wait"] for e in logs if e["event"] == "submit.retry_scheduled"]
+    assert len(waits) == stats.rate_limited and set(waits) == {0.2}
 
 
 async def test_a_job_past_its_deadline_is_cancelled_remotely(tmp_path: Path) -> None:
     """A prediction still running at the job's deadline is cancelled on Replicate's side."""
-    async with Emulator(fast_config(generation_time=10_000)) as emu:
+    # A frozen clock: the prediction is processing for good, however long the deadline takes.
+    async with Emulator(fast_config(queue_time=0), clock=Clock()) as emu:
         settings = client_settings(emu, poll_timeout=30)
         async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
             result = await engine.generate(replicate("endless"))
@@ -368,15 +490,28 @@ async def test_leaving_run_early_cancels_the_running_predictions(tmp_path: Path)
     """Breaking out of run() after the first result cancels every other prediction remotely."""
     # 1 s of audio takes 20 emulated seconds, 100 s takes 2000: one quick job, four slow.
     config = fast_config(generation_time=0.1, generation_time_per_second=20.0)
-    async with Emulator(config) as emu:
+    # Frozen until all five are submitted, then moved to the quick one's end: the slow ones are
+    # still running when it is done, whatever the machine's speed.
+    clock = Clock()
+    async with Emulator(config, clock=clock) as emu:
         quick = replicate("quick", duration=1)
         slow = [replicate(f"slow {i}", duration=100) for i in range(4)]
+
+        async def finish_the_quick_one() -> None:
+            while len(emu.jobs) < 5:
+                await anyio.sleep(0.005)
+            clock.at = emulated(emu, "quick").done_at
+
         # Leave the loop after its first result: aclosing closes the generator at once.
-        async with Engine(client_settings(emu), out_dir=tmp_path, env=ENV) as engine, \
-                aclosing(engine.run([quick, *slow])) as results:
-            first = await anext(results)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(finish_the_quick_one)
+            async with Engine(client_settings(emu), out_dir=tmp_path, env=ENV) as engine, \
+                    aclosing(engine.run([quick, *slow])) as results:
+                first = await anext(results)
+            tg.cancel_scope.cancel()
         stats = emu.stats["replicate"]
         assert first.id == quick.id and first.ok
+        assert all(emu.phase(emulated(emu, j.prompt)) == "PROCESSING" for j in slow)
         assert stats.cancelled == 4
         assert all(emulated(emu, j.prompt).cancelled_at is not None for j in slow)
         assert emulated(emu, "quick").cancelled_at is None

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 import tomllib
@@ -439,8 +440,18 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     configure_logging(fmt=args.log_format, level=_LEVELS[args.log_level], secrets=[],
                       stream=sys.stderr)
 
+    tls = None
+    if args.certfile:
+        # For clients that speak only https (fal-client's queue): a certificate the client
+        # trusts, e.g. from a test CA handed to it through SSL_CERT_FILE.
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load --certfile/--keyfile: {exc}") from exc
+
     async def main() -> int:
-        async with Emulator(config, host=args.host, port=args.port) as emu:
+        async with Emulator(config, host=args.host, port=args.port, ssl_context=tls) as emu:
             print(f"emulator listening on {emu.url} (time scale {config.time_scale})",
                   flush=True)
             key = "emulator-key" if args.api_key is None else "<the --api-key value>"
@@ -515,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--api-key", default=None,
                           help="the key the emulator accepts (default: emulator-key)")
     emulator.add_argument("--config", help="emulator TOML (EmulatorConfig fields)")
+    emulator.add_argument("--certfile", help="serve https with this certificate (PEM)")
+    emulator.add_argument("--keyfile", help="the certificate's private key (PEM), if apart")
     emulator.add_argument("--log-format", choices=("console", "json"), default="console")
     emulator.add_argument("--log-level", choices=tuple(_LEVELS), default="info")
     emulator.set_defaults(func=cmd_emulator)

@@ -11,11 +11,13 @@ result, cancel) is the one the emulator's submit reply names, as the client take
 from __future__ import annotations
 
 import ssl
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import fal_client
 import fal_client.client
 import httpx
@@ -189,3 +191,27 @@ async def test_bad_key_and_bad_input_raise_with_the_http_status(serve: Factory) 
         await served.fal.submit(APP, {"prompt": "x", "seconds_total": 500})
     assert raised.value.status_code == 422
     assert served.emu.jobs == {}
+
+
+async def test_the_emulator_command_serves_https_with_a_given_certificate(tmp_path: Path) -> None:
+    """`stableaudio-async emulator --certfile --keyfile` serves TLS, for https-only clients."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, cafile = tmp_path / "cert.pem", tmp_path / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    async with await anyio.open_process(
+            [sys.executable, "-m", "stableaudio_async", "emulator", "--port", "0",
+             "--time-scale", "0.01", "--certfile", str(certfile)]) as server:
+        assert server.stdout is not None
+        line = b""
+        with anyio.fail_after(20):
+            while b"\n" not in line:
+                line += await server.stdout.receive()
+        url = line.decode().split("listening on ")[1].split()[0]
+        assert url.startswith("https://127.0.0.1:")
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cafile))) \
+                as http:
+            reply = await http.get(f"{url}/_emulator/stats")
+        server.terminate()
+    assert reply.status_code == 200 and reply.json() == {}

@@ -23,8 +23,8 @@ ENV = {"PIXAZO_API_KEY": TEST_KEY, "STABILITY_API_KEY": TEST_KEY, "WAVESPEED_API
 
 #: Faults at rates a bad day on a real provider might bring.
 QUEUED_FAULTS = FaultRates(
-    submit_503=0.05, poll_5xx=0.05, burst_429=0.02, burst_length=3,
-    cdn_reset=0.05, cdn_truncate=0.05, cdn_slow=0.05, url_stale=0.05,
+    submit_503=0.05, submit_5xx=0.05, poll_5xx=0.05, burst_429=0.02, burst_length=3,
+    cdn_reset=0.05, cdn_truncate=0.05, cdn_slow=0.05, url_stale=0.10,
     job_failed=0.05, job_error=0.03)
 
 JOBS: dict[str, dict[str, Any]] = {
@@ -71,8 +71,8 @@ async def test_three_hundred_jobs_with_every_fault_injected(tmp_path: Path) -> N
     kinds = {kind for s in stats.values() for kind, n in s.injected.items() if n}
     print(f"fault kinds met: {sorted(kinds)}")
     # Every kind of fault happened at least once, expired URLs (refreshed by re-polling) too.
-    assert kinds >= {"submit_503", "poll_5xx", "burst_429", "cdn_reset", "cdn_truncate",
-                     "cdn_slow", "url_expiry", "job_failed", "job_error"}
+    assert kinds >= {"submit_503", "submit_5xx", "poll_5xx", "burst_429", "cdn_reset",
+                     "cdn_truncate", "cdn_slow", "url_expiry", "job_failed", "job_error"}
     failed_by_provider = 0
     for entry in entries:
         outcome = outcomes.get(entry["request_id"], "COMPLETED")

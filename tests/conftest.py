@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from stableaudio_async.config import Settings
@@ -82,3 +84,58 @@ def write_settings(settings: Settings, path: Path) -> Path:
     """Write ``settings`` as a config file the CLI can load with ``--config``."""
     path.write_text(to_toml(settings.model_dump(mode="json")))
     return path
+
+
+class HandClock:
+    """An emulator clock that moves only when the test moves it: phases end when it says so."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.time = start
+
+    def __call__(self) -> float:
+        return self.time
+
+    def move_to(self, when: float) -> None:
+        """Move to exactly ``when`` (never back)."""
+        assert when >= self.time
+        self.time = when
+
+    def move_past(self, when: float) -> None:
+        """Move just past ``when`` (a phase's end), well short of any other phase's."""
+        self.move_to(when + 0.001)
+
+
+class HeldClock:
+    """An emulator clock that stands still until ``condition()`` holds, then runs in real time."""
+
+    def __init__(self, condition: Callable[[], bool], start: float = 1000.0) -> None:
+        self.condition = condition
+        self.start = start
+        self.since: float | None = None
+
+    def __call__(self) -> float:
+        if self.since is None:
+            if not self.condition():
+                return self.start
+            self.since = time.monotonic()
+        return self.start + time.monotonic() - self.since
+
+
+@pytest.fixture
+def clock() -> HandClock:
+    """A :class:`HandClock` for :func:`still`."""
+    return HandClock()
+
+
+@pytest.fixture
+async def still(clock: HandClock) -> AsyncIterator[Emulator]:
+    """The time-scaled emulator on :func:`clock`: nothing happens until the test moves it."""
+    async with Emulator(fast_config(), clock=clock) as emu:
+        yield emu
+
+
+async def when(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds, letting the other tasks run meanwhile (a condition
+    to wait for, never a time to hope by)."""
+    while not condition():
+        await anyio.sleep(0.001)

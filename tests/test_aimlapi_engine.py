@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,10 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from stableaudio_async import Engine, InvalidBatchError, Job, JobStatus
+from stableaudio_async import Engine, InvalidBatchError, Job, JobResult, JobStatus
 from stableaudio_async.emulator import EmulatedLimit, Emulator
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, HandClock, HeldClock, fast_config, when
 
 pytestmark = pytest.mark.anyio
 
@@ -36,16 +37,10 @@ def status_url(emu: Emulator, generation_id: str) -> str:
     return f"{emu.url}{ROUTE}?generation_id={quote(generation_id, safe='')}"
 
 
-async def wait_for(http: aiohttp.ClientSession, url: str, want: str) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    for _ in range(300):
-        async with http.get(url, headers=HEADERS) as r:
-            assert r.status == 200
-            body = await r.json()
-        if body["status"] == want:
-            return body
-        await anyio.sleep(0.005)
-    raise AssertionError(f"never reached {want}: {body}")
+async def status_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(url, headers=HEADERS) as r:
+        assert r.status == 200
+        return dict(await r.json())
 
 
 async def run_all(settings: Any, jobs: list[Job], out: Path, env: dict[str, str] = ENV
@@ -57,8 +52,9 @@ async def run_all(settings: Any, jobs: list[Job], out: Path, env: dict[str, str]
 # ---- the emulator's contract -------------------------------------------------------------
 
 
-async def test_emulator_life_cycle_with_a_colon_id(emulator: Emulator) -> None:
+async def test_emulator_life_cycle_with_a_colon_id(still: Emulator, clock: HandClock) -> None:
     """Submit gives "<uuid>:stable-audio" queued; the encoded id polls to a completed WAV."""
+    emulator = still
     async with aiohttp.ClientSession() as http:
         async with http.post(emulator.url + ROUTE, headers=HEADERS, json={
                 "model": "stable-audio", "prompt": "p", "seconds_total": 3, "steps": 50}) as r:
@@ -67,9 +63,16 @@ async def test_emulator_life_cycle_with_a_colon_id(emulator: Emulator) -> None:
         assert set(submitted) == {"id", "status"} and submitted["status"] == "queued"
         assert submitted["id"].endswith(":stable-audio")
         url = status_url(emulator, submitted["id"])
-        generating = await wait_for(http, url, "generating")
+        job = emulator.jobs[submitted["id"]]
+        queued = await status_of(http, url)
+        assert queued["status"] == "queued" and queued["audio_file"] is None
+        clock.move_past(job.queued_until)
+        generating = await status_of(http, url)
+        assert generating["status"] == "generating"
         assert generating["audio_file"] is None and generating["error"] is None
-        done = await wait_for(http, url, "completed")
+        clock.move_past(job.done_at)
+        done = await status_of(http, url)
+        assert done["status"] == "completed"
         assert done["id"] == submitted["id"] and done["error"] is None
         audio_file = done["audio_file"]
         assert set(audio_file) == {"url", "content_type", "file_name", "file_size"}
@@ -136,7 +139,8 @@ async def test_emulator_unknown_or_missing_generation_id(emulator: Emulator) -> 
 async def test_emulator_rate_limit_is_429_without_retry_after() -> None:
     """Past the window every call is 429 in the error shape, with no Retry-After header."""
     config = fast_config(limits={"aimlapi": EmulatedLimit(requests=2, period=100.0, counts="all")})
-    async with Emulator(config) as emu, aiohttp.ClientSession() as http:
+    # The clock stands still: the window cannot slide between the requests.
+    async with Emulator(config, clock=HandClock()) as emu, aiohttp.ClientSession() as http:
         statuses = []
         for _ in range(3):
             async with http.post(emu.url + ROUTE, headers=HEADERS,
@@ -149,15 +153,18 @@ async def test_emulator_rate_limit_is_429_without_retry_after() -> None:
     assert emu.stats["aimlapi"].rate_limited == 2 and emu.stats["aimlapi"].errors[429] == 2
 
 
-async def test_emulator_failures_are_status_error_with_http_200(emulator: Emulator) -> None:
+async def test_emulator_failures_are_status_error_with_http_200(still: Emulator,
+                                                                clock: HandClock) -> None:
     """Both failure markers end in status "error" with {name, message}; the CDN has nothing."""
+    emulator = still
     async with aiohttp.ClientSession() as http:
         for marker in ("emulator:fail", "emulator:error"):
             async with http.post(emulator.url + ROUTE, headers=HEADERS,
                                  json={"model": "stable-audio", "prompt": f"x {marker}"}) as r:
                 generation_id = (await r.json())["id"]
-            body = await wait_for(http, status_url(emulator, generation_id), "error")
-            assert body["audio_file"] is None
+            clock.move_past(emulator.jobs[generation_id].done_at)
+            body = await status_of(http, status_url(emulator, generation_id))
+            assert body["status"] == "error" and body["audio_file"] is None
             assert set(body["error"]) == {"name", "message"} and body["error"]["message"]
             async with http.get(f"{emulator.url}/cdn/aimlapi/{generation_id}.wav") as r:
                 assert r.status == 404
@@ -256,7 +263,11 @@ async def test_invalid_batch_sends_nothing(emulator: Emulator, tmp_path: Path) -
 async def test_429s_are_retried_and_every_job_completes_once(tmp_path: Path) -> None:
     """Against a provider stricter than configured, 429s are retried and nothing is duplicated."""
     strict = fast_config(limits={"aimlapi": EmulatedLimit(requests=4, period=10.0, counts="all")})
-    async with Emulator(strict) as emu:
+    # The emulator's clock stands still until its first 429: its window cannot slide before
+    # the engine's six submits overflow it, however slowly they come. Then time runs.
+    emu = Emulator(strict, clock=HeldClock(
+        lambda: "aimlapi" in emu.stats and emu.stats["aimlapi"].rate_limited > 0))
+    async with emu:
         settings = emu.client_settings()
         provider = settings.providers["aimlapi"]
         assert provider.rate_limit is not None
@@ -272,17 +283,44 @@ async def test_429s_are_retried_and_every_job_completes_once(tmp_path: Path) -> 
     assert stats.accepted == 6 and stats.duplicate_submissions == 0
 
 
+async def leave_when(results: AsyncIterator[JobResult], condition: Callable[[], bool]) -> None:
+    """Wait for the next result until ``condition()`` holds, then stop waiting: leave the loop."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await when(condition)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        result = await anext(results)
+        raise AssertionError(f"a job ended before the batch was left: {result}")
+
+
 async def test_abandoned_jobs_stop_polling_without_a_cancel_request(tmp_path: Path) -> None:
     """With no cancel route, leaving the batch just stops polling; nothing else is sent."""
-    async with Emulator(fast_config(generation_time=500)) as emu:
+    jobs = [aiml(f"slow{i}") for i in range(3)]
+    # Jobs that outlast any test: 10⁶ emulated seconds are 10⁴ real ones.
+    async with Emulator(fast_config(generation_time=1e6)) as emu:
         async with Engine(emu.client_settings(), out_dir=tmp_path, env=ENV) as engine:
-            async with aclosing(engine.run([aiml(f"slow{i}") for i in range(3)])) as results:
-                with anyio.move_on_after(0.4):
-                    await anext(results)
-            stats = emu.stats["aimlapi"]
-            requests = stats.requests
-            await anyio.sleep(0.3)
-            assert stats.requests == requests
+            async with aclosing(engine.run(jobs)) as results:
+                # Leave once every job is accepted and being polled.
+                await leave_when(results, lambda: len(emu.jobs) == len(jobs)
+                                 and all(j.polls for j in emu.jobs.values()))
+            # Every request the engine sends takes a slot of the provider's limiter first, so
+            # its count is what the engine has sent or is sending: taken here, at once. A poll
+            # already sent may yet reach the emulator, which is why its count is not the one.
+            left = engine.progress()["aimlapi"].requests
+            # Leaving cancelled the jobs' tasks; one already woken (anyio lets it take that
+            # step) may still poll once: let every task run until all wait, then count again.
+            await anyio.wait_all_tasks_blocked()
+            settled = engine.progress()["aimlapi"].requests
+            assert left <= settled <= left + len(jobs)
+            await anyio.sleep(0.3)  # past the longest poll interval (0.2 s): none comes
+            assert engine.progress()["aimlapi"].requests == settled
+        stats = emu.stats["aimlapi"]
+        assert engine.progress()["aimlapi"].requests == settled
+        # The emulator got nothing the engine had not sent, and no cancel of any kind.
+        assert stats.requests <= settled
         assert stats.accepted == 3 and stats.cancelled == 0
         assert stats.requests == stats.submits + stats.polls
     manifest = tmp_path / "manifest.jsonl"

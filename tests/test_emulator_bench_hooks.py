@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import anyio
 import pytest
 
 from stableaudio_async import Engine, Job
@@ -17,7 +16,7 @@ from stableaudio_async.audiocheck import check_audio
 from stableaudio_async.config import RateLimit, load_settings
 from stableaudio_async.emulator import Emulator
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, HandClock, fast_config
 
 pytestmark = pytest.mark.anyio
 
@@ -64,8 +63,9 @@ def aiml_status_url(emu: Emulator, generation_id: str) -> str:
 # ---- GET /_emulator/jobs and per-job poll counts -------------------------------------------
 
 
-async def test_jobs_route_gives_each_jobs_timeline(emulator: Emulator) -> None:
+async def test_jobs_route_gives_each_jobs_timeline(still: Emulator, clock: HandClock) -> None:
     """/_emulator/jobs lists every accepted job; seen_after is None until a poll finds it done."""
+    emulator = still
     scale = emulator.config.time_scale
     want_done_after = (emulator.config.queue_time + emulator.config.generation_time) * scale
     async with aiohttp.ClientSession() as http:
@@ -83,19 +83,21 @@ async def test_jobs_route_gives_each_jobs_timeline(emulator: Emulator) -> None:
 
         # A poll before it is done is counted but sees nothing done.
         body = await get_json(http, first["polling_url"], PIXAZO_HEADERS)
-        assert body["status"] in ("QUEUED", "PROCESSING")
+        assert body["status"] == "QUEUED"
         entry = (await timings(http, emulator))[first["request_id"]]
         assert (entry["polls"], entry["seen_after"]) == (1, None)
 
-        await anyio.sleep(want_done_after + 0.02)
+        clock.move_to(entry["accepted_at"] + want_done_after + 0.02)
         body = await get_json(http, first["polling_url"], PIXAZO_HEADERS)
         assert body["status"] == "COMPLETED"
         entry = (await timings(http, emulator))[first["request_id"]]
         assert entry["polls"] == 2
         seen = entry["seen_after"]
-        assert isinstance(seen, float) and entry["done_after"] <= seen < entry["done_after"] + 1.0
+        assert isinstance(seen, float) and entry["done_after"] <= seen
+        assert seen == pytest.approx(want_done_after + 0.02)  # when that poll came
 
         # Later polls count, but the first sighting stays.
+        clock.move_to(clock.time + 0.5)
         await get_json(http, first["polling_url"], PIXAZO_HEADERS)
         listed = await timings(http, emulator)
         assert (listed[first["request_id"]]["polls"], listed[first["request_id"]]["seen_after"]) \
@@ -119,20 +121,22 @@ async def test_pixazo_polls_count_per_job_not_refused_ones(emulator: Emulator) -
     assert emulator.stats["pixazo"].polls == 4  # the provider's counter includes the refusal
 
 
-async def test_aimlapi_polls_count_per_job(emulator: Emulator) -> None:
+async def test_aimlapi_polls_count_per_job(still: Emulator, clock: HandClock) -> None:
     """AI/ML API's status route counts per job and stamps the first sighting of done."""
+    emulator = still
     async with aiohttp.ClientSession() as http:
         ids = [await submit_aiml(http, emulator, f"aiml {i}") for i in range(2)]
         for _ in range(2):
             body = await get_json(http, aiml_status_url(emulator, ids[0]), AIML_HEADERS)
-            assert body["status"] in ("queued", "generating")
+            assert body["status"] == "queued"
         job = emulator.jobs[ids[0]]
         assert (job.polls, job.seen_done_at) == (2, None)
-        await anyio.sleep(max(0.0, job.done_at - emulator.now()) + 0.01)
+        clock.move_to(job.done_at + 0.01)
         body = await get_json(http, aiml_status_url(emulator, ids[0]), AIML_HEADERS)
         assert body["status"] == "completed"
     assert job.polls == 3
     assert job.seen_done_at is not None and job.seen_done_at >= job.done_at
+    assert job.seen_done_at == clock.time  # stamped by the poll that found it done
     assert (emulator.jobs[ids[1]].polls, emulator.jobs[ids[1]].seen_done_at) == (0, None)
 
 
@@ -262,9 +266,11 @@ async def test_without_audio_variants_every_job_sounds_different(tmp_path: Path)
 
 async def test_aimlapi_file_size_matches_the_variant_downloaded() -> None:
     """AI/ML API's file_size (computed through emu.audio) equals the bytes the CDN then serves."""
-    async with Emulator(fast_config(audio_variants=2)) as emu, aiohttp.ClientSession() as http:
+    clock = HandClock()
+    async with Emulator(fast_config(audio_variants=2), clock=clock) as emu, \
+            aiohttp.ClientSession() as http:
         ids = [await submit_aiml(http, emu, f"sized {i}") for i in range(3)]
-        await anyio.sleep(max(emu.jobs[i].done_at for i in ids) - emu.now() + 0.01)
+        clock.move_to(max(emu.jobs[i].done_at for i in ids) + 0.01)
         for generation_id in ids:
             body = await get_json(http, aiml_status_url(emu, generation_id), AIML_HEADERS)
             assert body["status"] == "completed"

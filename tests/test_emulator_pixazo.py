@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import aiohttp
-import anyio
 import pytest
 
 from stableaudio_async.emulator import EmulatedLimit, Emulator
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, HandClock, fast_config
 
 pytestmark = pytest.mark.anyio
 
@@ -19,18 +19,15 @@ A2A = "/stable-audio-3-small-music-audio-to-audio/v1/stable-audio-3-small-music-
 HEADERS = {"Ocp-Apim-Subscription-Key": TEST_KEY, "Cache-Control": "no-cache"}
 
 
-async def wait_for_status(http: aiohttp.ClientSession, url: str, want: str) -> dict:
-    for _ in range(200):
-        async with http.get(url, headers=HEADERS) as r:
-            body = await r.json()
-        if body["status"] == want:
-            return body
-        await anyio.sleep(0.01)
-    raise AssertionError(f"never reached {want}: {body}")
+async def status_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(url, headers=HEADERS) as r:
+        assert r.status == 200
+        return dict(await r.json())
 
 
-async def test_submit_poll_download_life_cycle(emulator: Emulator) -> None:
+async def test_submit_poll_download_life_cycle(still: Emulator, clock: HandClock) -> None:
     """202 with request_id and polling_url, then QUEUED → PROCESSING → COMPLETED and a CDN file."""
+    emulator = still
     async with aiohttp.ClientSession() as http:
         async with http.post(emulator.url + SUBMIT, headers=HEADERS,
                              json={"prompt": "p", "duration": 3, "output_format": "wav"}) as r:
@@ -40,9 +37,16 @@ async def test_submit_poll_download_life_cycle(emulator: Emulator) -> None:
         assert submitted["request_id"].startswith("stable-audio-3-small-music-text-to-audio_")
         assert submitted["polling_url"] == (
             f"{emulator.url}/v2/requests/status/{submitted['request_id']}")
-        processing = await wait_for_status(http, submitted["polling_url"], "PROCESSING")
+        job = emulator.jobs[submitted["request_id"]]
+        queued = await status_of(http, submitted["polling_url"])
+        assert queued["status"] == "QUEUED" and queued["output"] is None
+        clock.move_past(job.queued_until)
+        processing = await status_of(http, submitted["polling_url"])
+        assert processing["status"] == "PROCESSING"
         assert processing["output"] is None and processing["completed_at"] is None
-        done = await wait_for_status(http, submitted["polling_url"], "COMPLETED")
+        clock.move_past(job.done_at)
+        done = await status_of(http, submitted["polling_url"])
+        assert done["status"] == "COMPLETED"
         assert set(done) >= {"request_id", "status", "model_id", "error", "output",
                              "created_at", "updated_at", "completed_at"}
         assert done["output"]["media_type"] == "audio/wav"
@@ -98,7 +102,8 @@ async def test_missing_or_wrong_key_is_401(emulator: Emulator) -> None:
 async def test_rate_limit_answers_429_with_retry_after() -> None:
     """Past N requests in the window the emulator answers 429 with Retry-After and counts it."""
     config = fast_config(limits={"pixazo": EmulatedLimit(requests=3, period=100.0)})
-    async with Emulator(config) as emu, aiohttp.ClientSession() as http:
+    # The clock stands still: the window cannot slide, and the wait is the whole of it.
+    async with Emulator(config, clock=HandClock()) as emu, aiohttp.ClientSession() as http:
         statuses = []
         for i in range(5):
             async with http.post(emu.url + SUBMIT, headers=HEADERS, json={"prompt": f"{i}"}) as r:
@@ -106,21 +111,24 @@ async def test_rate_limit_answers_429_with_retry_after() -> None:
                 if r.status == 429:
                     retry_after = float(r.headers["Retry-After"])
         assert statuses == [202, 202, 202, 429, 429]
-        assert 0 < retry_after <= 1.0  # 100 emulated seconds at time scale 0.01
+        assert retry_after == 1.0  # 100 emulated seconds at time scale 0.01
         assert emu.stats["pixazo"].rate_limited == 2
         # Polls do not count against a "submits" limit.
         async with http.get(f"{emu.url}/v2/requests/status/unknown", headers=HEADERS) as r:
             assert r.status == 404
 
 
-async def test_failed_and_error_outcomes(emulator: Emulator) -> None:
+async def test_failed_and_error_outcomes(still: Emulator, clock: HandClock) -> None:
     """Marker prompts end FAILED or ERROR with an error string and no output; the CDN has nothing."""
+    emulator = still
     async with aiohttp.ClientSession() as http:
         for marker, status in (("emulator:fail", "FAILED"), ("emulator:error", "ERROR")):
             async with http.post(emulator.url + SUBMIT, headers=HEADERS,
                                  json={"prompt": f"x {marker}"}) as r:
                 submitted = await r.json()
-            body = await wait_for_status(http, submitted["polling_url"], status)
+            clock.move_past(emulator.jobs[submitted["request_id"]].done_at)
+            body = await status_of(http, submitted["polling_url"])
+            assert body["status"] == status
             assert body["output"] is None and body["error"]
             async with http.get(f"{emulator.url}/cdn/pixazo/{submitted['request_id']}.mp3") as r:
                 assert r.status == 404

@@ -19,7 +19,7 @@ from stableaudio_async.config import Settings
 from stableaudio_async.emulator import EmulatedLimit, Emulator
 from stableaudio_async.emulator.audio import render_audio
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, HandClock, fast_config, when
 
 pytestmark = pytest.mark.anyio
 
@@ -58,8 +58,9 @@ async def status_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
 # ---- the emulator's contract, raw ------------------------------------------------------------
 
 
-async def test_queue_life_cycle_and_result(emulator: Emulator) -> None:
+async def test_queue_life_cycle_and_result(still: Emulator, clock: HandClock) -> None:
     """Receipt with URLs under the model id, IN_QUEUE → IN_PROGRESS → COMPLETED, audio on the CDN."""
+    emulator = still
     async with aiohttp.ClientSession() as http:
         receipt = await submit(http, emulator, f"{SA25}/text-to-audio",
                                {"prompt": "p", "seconds_total": 2, "seed": 5})
@@ -69,14 +70,12 @@ async def test_queue_life_cycle_and_result(emulator: Emulator) -> None:
         assert receipt == {"request_id": request_id, "status": "IN_QUEUE", "queue_position": 0,
                            "status_url": f"{base}/status", "response_url": base,
                            "cancel_url": f"{base}/cancel"}
-        seen = []
-        for _ in range(200):
-            body = await status_of(http, receipt["status_url"])
-            if not seen or seen[-1] != body["status"]:
-                seen.append(body["status"])
-            if body["status"] == "COMPLETED":
-                break
-            await anyio.sleep(0.005)
+        job = emulator.jobs[request_id]
+        seen = [(await status_of(http, receipt["status_url"]))["status"]]
+        clock.move_past(job.queued_until)
+        seen.append((await status_of(http, receipt["status_url"]))["status"])
+        clock.move_past(job.done_at)
+        seen.append((await status_of(http, receipt["status_url"]))["status"])
         assert seen == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
         async with http.get(receipt["response_url"], headers=HEADERS) as r:
             result = await r.json()
@@ -126,8 +125,10 @@ async def test_out_of_contract_bodies_get_422(emulator: Emulator, route: str,
     assert emulator.stats["fal"].accepted == 0
 
 
-async def test_cancel_endpoint(emulator: Emulator) -> None:
+async def test_cancel_endpoint(still: Emulator) -> None:
     """PUT cancel: 202 CANCELLATION_REQUESTED once, then ALREADY_COMPLETED; the result says cancelled."""
+    # The clock stands still: the job is still queued when the first cancel comes, however late.
+    emulator = still
     async with aiohttp.ClientSession() as http:
         receipt = await submit(http, emulator, f"{SA25}/text-to-audio", {"prompt": "x"})
         replies = []
@@ -146,20 +147,24 @@ async def test_cancel_endpoint(emulator: Emulator) -> None:
 
 async def test_concurrency_limit_queues_the_excess() -> None:
     """With fal's concurrency at 1, later jobs wait in the queue with a positive position."""
-    async with Emulator(fast_config(concurrency={"fal": 1})) as emu, \
+    # The clock stands still, so the first job is still queued when the others arrive.
+    async with Emulator(fast_config(concurrency={"fal": 1}), clock=HandClock()) as emu, \
             aiohttp.ClientSession() as http:
         receipts = [await submit(http, emu, f"{SA25}/text-to-audio",
                                  {"prompt": f"q{i}", "seconds_total": 1}) for i in range(3)]
         assert [r["queue_position"] for r in receipts] == [0, 1, 2]
         jobs = sorted((emu.jobs[r["request_id"]] for r in receipts), key=lambda j: j.created)
         for earlier, later in itertools.pairwise(jobs):
+            # One runner: each starts exactly when the one before it ends.
             assert later.queued_until >= earlier.done_at
+            assert later.queued_until == pytest.approx(earlier.done_at, abs=1e-9)
 
 
 async def test_a_configured_rate_limit_answers_429_in_fals_shape() -> None:
     """fal publishes no rate limit, but one configured for tests answers 429 with a detail."""
-    async with Emulator(fast_config(limits={"fal": EmulatedLimit(requests=1, period=100.0)})
-                        ) as emu, aiohttp.ClientSession() as http:
+    # The clock stands still: the window cannot slide between the two submits.
+    async with Emulator(fast_config(limits={"fal": EmulatedLimit(requests=1, period=100.0)}),
+                        clock=HandClock()) as emu, aiohttp.ClientSession() as http:
         codes = []
         for _ in range(2):
             async with http.post(f"{emu.url}{SA25}/text-to-audio", headers=HEADERS,
@@ -170,16 +175,16 @@ async def test_a_configured_rate_limit_answers_429_in_fals_shape() -> None:
     assert (stats.rate_limited, stats.errors[429], stats.accepted) == (1, 1, 1)
 
 
-async def test_stable_audio_open_answers_with_audio_file(emulator: Emulator) -> None:
+async def test_stable_audio_open_answers_with_audio_file(still: Emulator,
+                                                         clock: HandClock) -> None:
     """fal-ai/stable-audio is a bare route whose result holds `audio_file` (and no seed)."""
+    emulator = still
     async with aiohttp.ClientSession() as http:
         receipt = await submit(http, emulator, "/fal-ai/stable-audio",
                                {"prompt": "drums", "seconds_total": 1, "steps": 100})
         assert receipt["status_url"].startswith(f"{emulator.url}/fal-ai/stable-audio/requests/")
-        for _ in range(200):
-            if (await status_of(http, receipt["status_url"]))["status"] == "COMPLETED":
-                break
-            await anyio.sleep(0.005)
+        clock.move_past(emulator.jobs[receipt["request_id"]].done_at)
+        assert (await status_of(http, receipt["status_url"]))["status"] == "COMPLETED"
         async with http.get(receipt["response_url"], headers=HEADERS) as r:
             result = await r.json()
     assert set(result) == {"audio_file"} and result["audio_file"]["content_type"] == "audio/wav"
@@ -285,7 +290,8 @@ async def test_concurrency_limited_jobs_all_complete(tmp_path: Path) -> None:
 
 async def test_deadline_cancels_the_job_remotely(tmp_path: Path) -> None:
     """A job still running at its deadline fails and is cancelled on fal's side."""
-    async with Emulator(fast_config(generation_time=10_000)) as emu:
+    # The clock stands still: the job never finishes, however long the deadline takes to come.
+    async with Emulator(fast_config(), clock=HandClock()) as emu:
         settings = emu.client_settings(poll_timeout=20)
         (r,) = (await run_all(emu, [fal("endless")], tmp_path, settings=settings)).values()
         stats = emu.stats["fal"]
@@ -297,18 +303,41 @@ async def test_deadline_cancels_the_job_remotely(tmp_path: Path) -> None:
 
 async def test_leaving_run_early_cancels_the_rest_remotely(tmp_path: Path) -> None:
     """Breaking out of run() cancels every job still on fal's queue, then nothing is polled."""
-    # Generation time grows with duration: a 1 s job is quick, 190 s ones outlast the test.
+    # Generation time grows with duration: a 1 s job is quick, 190 s ones are slow. The clock
+    # moves once, past the quick one's end, once the engine follows all four: the slow ones
+    # are then still running, whatever the machine's speed.
     config = fast_config(generation_time=0, generation_time_per_second=5)
-    async with Emulator(config) as emu:
+    clock = HandClock()
+    async with Emulator(config, clock=clock) as emu:
         quick = fal("quick", duration=1)
         slow = [fal(f"slow {i}", duration=190) for i in range(3)]
-        async with Engine(emu.client_settings(), out_dir=tmp_path, env=ENV) as engine, \
-                aclosing(engine.run([quick, *slow])) as results:
-            first = await anext(results)
+
+        async def finish_the_quick_one() -> None:
+            await when(lambda: len(emu.jobs) == 4 and all(j.polls for j in emu.jobs.values()))
+            (job,) = (j for j in emu.jobs.values() if j.prompt == "quick")
+            clock.move_past(job.done_at)
+
+        async with Engine(emu.client_settings(), out_dir=tmp_path, env=ENV) as engine:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(finish_the_quick_one)
+                async with aclosing(engine.run([quick, *slow])) as results:
+                    first = await anext(results)
+                # Every request the engine sends takes a slot of fal's limiter first, so its
+                # count is what the engine has sent or is sending: taken here, at once.
+                left = engine.progress()["fal"].requests
+                tg.cancel_scope.cancel()  # the clock's mover, if the quick job came some other way
+            # Leaving cancelled the slow jobs' tasks. Each sends its cancel as it winds down,
+            # and one that was already woken (anyio lets it take that step) may poll first:
+            # let every task run until all wait, then count again.
+            await anyio.wait_all_tasks_blocked()
+            settled = engine.progress()["fal"].requests
+            assert left + len(slow) <= settled <= left + 2 * len(slow)
+            await anyio.sleep(0.3)  # three times fal's longest poll interval (0.1 s)
+            assert engine.progress()["fal"].requests == settled
         stats = emu.stats["fal"]
-        polls = stats.polls
-        await anyio.sleep(0.1)
-        assert stats.polls == polls
+        # Nothing more once the engine is closed; the emulator got only what it was sent.
+        assert engine.progress()["fal"].requests == settled
+        assert stats.requests <= settled
     assert first.id == quick.id and first.ok
     assert stats.accepted == 4 and stats.cancelled == 3
     cancelled = [j for j in emu.jobs.values() if j.cancelled_at is not None]

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
 import pytest
 
 from stableaudio_async import Engine, Job, JobStatus
@@ -17,7 +16,7 @@ from stableaudio_async.emulator import EmulatedLimit, Emulator
 from stableaudio_async.emulator.audio import render_audio
 from stableaudio_async.models import JobResult
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, HandClock, HeldClock, fast_config
 
 pytestmark = pytest.mark.anyio
 
@@ -85,9 +84,9 @@ async def test_failed_jobs_end_failed_not_polled_forever(emulator: Emulator, tmp
     for job, words in ((fail, "Generation failed"), (error, "Internal server error")):
         r = results[job.id]
         assert r.status is JobStatus.FAILED and r.error_type == "JobFailedError"
+        # JobFailedError, not DeadlineExceededError: it ended on the failed status, not by
+        # polling on until the deadline.
         assert words in (r.error or "") and r.request_id and r.path is None
-        # Ended at the emulated generation time (0.07 s), far short of the 6 s deadline.
-        assert r.timings.total < 2.0
     assert not list(tmp_path.glob(f"{fail.id}.*"))
     assert emulator.stats["wavespeed"].errors == {}
 
@@ -169,7 +168,11 @@ async def test_429_envelopes_are_retried_and_every_job_completes_once(tmp_path) 
     """Against a limit stricter than configured, 429s are retried; no job is submitted twice."""
     strict = fast_config(limits={"wavespeed": EmulatedLimit(requests=5, period=20.0,
                                                              counts="all")})
-    async with Emulator(strict) as emu:
+    # The emulator's clock stands still until its first 429: its window cannot slide before
+    # the engine's submits and polls overflow it, however slowly they come. Then time runs.
+    emu = Emulator(strict, clock=HeldClock(
+        lambda: "wavespeed" in emu.stats and emu.stats["wavespeed"].rate_limited > 0))
+    async with emu:
         settings = emu.client_settings()
         limit = settings.providers["wavespeed"].rate_limit
         assert limit is not None
@@ -184,33 +187,41 @@ async def test_429_envelopes_are_retried_and_every_job_completes_once(tmp_path) 
 
 
 async def test_concurrency_cap_keeps_extra_jobs_created(tmp_path) -> None:
-    """With concurrency 1, jobs run one after another: each starts when the previous ends."""
-    async with Emulator(fast_config(concurrency={"wavespeed": 1})) as emu:
+    """With concurrency 1, jobs run one after another: none starts before the previous ends."""
+    config = fast_config(concurrency={"wavespeed": 1})
+    async with Emulator(config) as emu:
         results = await run_all(emu, [wavespeed(f"c{i}") for i in range(3)], tmp_path,
                                 max_in_flight=3)
         jobs = sorted((j for j in emu.jobs.values() if j.provider == "wavespeed"),
                       key=lambda j: j.created)
     assert all(r.ok for r in results.values())
+    queue = config.queue_time * config.time_scale
+    generation = config.generation_time * config.time_scale
     for earlier, later in itertools.pairwise(jobs):
-        assert later.queued_until == pytest.approx(earlier.done_at)
+        assert later.queued_until >= earlier.done_at
+        # Held exactly that long, no longer: it starts when its own queue time is over or the
+        # one before it ends, whichever is later (the later, unless it came late itself).
+        assert later.queued_until == pytest.approx(max(later.created + queue, earlier.done_at),
+                                                   abs=1e-9)
+        assert later.done_at - later.queued_until == pytest.approx(generation, abs=1e-9)
 
 
 # ---- the emulator's contract, by raw requests ------------------------------------------------
 
 
-async def poll_until(http: aiohttp.ClientSession, url: str, want: str) -> dict[str, Any]:
-    for _ in range(300):
-        async with http.get(url, headers=AUTH) as r:
-            assert r.status == 200
-            body = await r.json()
-        if body["data"]["status"] == want:
-            return body
-        await anyio.sleep(0.005)
-    raise AssertionError(f"never reached {want}: {body}")
+async def prediction(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """The prediction (the envelope's ``data``) at ``url``."""
+    async with http.get(url, headers=AUTH) as r:
+        assert r.status == 200
+        body = await r.json()
+    assert (body["code"], body["message"]) == (200, "success")
+    return dict(body["data"])
 
 
-async def test_prediction_life_cycle_and_both_result_paths(emulator: Emulator) -> None:
+async def test_prediction_life_cycle_and_both_result_paths(still: Emulator,
+                                                            clock: HandClock) -> None:
     """created → processing → completed in the envelope, on /result and on the newer path."""
+    emulator = still
     async with aiohttp.ClientSession() as http:
         async with http.post(emulator.url + MUSIC, headers=AUTH,
                              json={"prompt": "p", "duration": 2}) as r:
@@ -223,8 +234,13 @@ async def test_prediction_life_cycle_and_both_result_paths(emulator: Emulator) -
                              "has_nsfw_contents", "timings", "created_at"}
         get = data["urls"]["get"]
         assert get == f"{emulator.url}/api/v3/predictions/{data['id']}/result"
-        await poll_until(http, get, "processing")
-        done = (await poll_until(http, get, "completed"))["data"]
+        job = emulator.jobs[data["id"]]
+        assert (await prediction(http, get))["status"] == "created"
+        clock.move_past(job.queued_until)
+        assert (await prediction(http, get))["status"] == "processing"
+        clock.move_past(job.done_at)
+        done = await prediction(http, get)
+        assert done["status"] == "completed"
         assert done["timings"]["inference"] == 5000 and done["error"] == ""
         async with http.get(f"{emulator.url}/api/v3/predictions/{data['id']}",
                             headers=AUTH) as r:
@@ -233,14 +249,15 @@ async def test_prediction_life_cycle_and_both_result_paths(emulator: Emulator) -
             assert r.status == 200 and r.content_type == "audio/mpeg" and await r.read()
 
 
-async def test_failed_prediction_answers_http_200(emulator: Emulator) -> None:
+async def test_failed_prediction_answers_http_200(still: Emulator, clock: HandClock) -> None:
     """A failed job's result is HTTP 200 with data.status "failed" and data.error set."""
     async with aiohttp.ClientSession() as http:
-        async with http.post(emulator.url + MUSIC, headers=AUTH,
+        async with http.post(still.url + MUSIC, headers=AUTH,
                              json={"prompt": "emulator:fail"}) as r:
-            get = (await r.json())["data"]["urls"]["get"]
-        data = (await poll_until(http, get, "failed"))["data"]
-    assert data["error"] and data["outputs"] == []
+            created = (await r.json())["data"]
+        clock.move_past(still.jobs[created["id"]].done_at)
+        data = await prediction(http, created["urls"]["get"])
+    assert data["status"] == "failed" and data["error"] and data["outputs"] == []
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
@@ -310,8 +327,10 @@ async def test_upload_serves_the_bytes_and_a2a_checks_the_url(emulator: Emulator
 
 async def test_rate_limit_is_a_429_envelope_without_retry_after() -> None:
     """Past the per-minute window every request, polls included, gets a 429 envelope."""
+    # The clock stands still: the window cannot slide between the requests.
     async with Emulator(fast_config(limits={"wavespeed": EmulatedLimit(
-            requests=2, period=60.0, counts="all")})) as emu, aiohttp.ClientSession() as http:
+            requests=2, period=60.0, counts="all")}), clock=HandClock()) as emu, \
+            aiohttp.ClientSession() as http:
         async with http.post(emu.url + MUSIC, headers=AUTH, json={"prompt": "x"}) as r:
             get = (await r.json())["data"]["urls"]["get"]
         async with http.get(get, headers=AUTH) as r:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,20 @@ async def when(condition: Callable[[], bool]) -> None:
     to wait for, never a time to hope by)."""
     while not condition():
         await anyio.sleep(0.001)
+
+
+@asynccontextmanager
+async def emulator_process(*args: str) -> AsyncIterator[str]:
+    """``stableaudio-async emulator --port 0 ARGS`` in its own process; yields its URL, then
+    terminates it (by its PID) on the way out."""
+    command = [sys.executable, "-m", "stableaudio_async", "emulator", "--port", "0", *args]
+    async with await anyio.open_process(command) as server:
+        assert server.stdout is not None
+        line = b""
+        with anyio.fail_after(20):  # a hang guard: the first line comes at start-up
+            while b"\n" not in line:
+                line += await server.stdout.receive()
+        try:
+            yield line.decode().split("listening on ")[1].split()[0]
+        finally:
+            server.terminate()

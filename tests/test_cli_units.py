@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
 
 from stableaudio_async.cli import REDACTED, SecretRedactor, main
+
+from conftest import emulator_process
 
 
 def test_redactor_blanks_secret_values_everywhere() -> None:
@@ -57,22 +57,11 @@ async def test_emulator_command_serves_until_stopped() -> None:
     """`stableaudio-async emulator --port 0` prints its URL and answers Pixazo requests."""
     import aiohttp
 
-    async with await anyio.open_process(
-            [sys.executable, "-m", "stableaudio_async", "emulator", "--port", "0",
-             "--time-scale", "0.01"]) as process:
-        assert process.stdout is not None
-        line = b""
-        with anyio.fail_after(20):
-            while b"\n" not in line:
-                line += await process.stdout.receive()
-        url = line.decode().split("listening on ")[1].split()[0]
-        async with aiohttp.ClientSession() as http, http.get(
-                f"{url}/v2/requests/status/nope",
-                headers={"Ocp-Apim-Subscription-Key": "emulator-key"}) as reply:
-            assert reply.status == 404
-            assert (await reply.json())["message"] == "Request not found"
-        process.terminate()
-        await process.wait()
+    async with emulator_process("--time-scale", "0.01") as url, aiohttp.ClientSession() as http, http.get(
+            f"{url}/v2/requests/status/nope",
+            headers={"Ocp-Apim-Subscription-Key": "emulator-key"}) as reply:
+        assert reply.status == 404
+        assert (await reply.json())["message"] == "Request not found"
 
 
 def test_providers_command_lists_every_provider(capsys: pytest.CaptureFixture[str],

@@ -11,13 +11,11 @@ result, cancel) is the one the emulator's submit reply names, as the client take
 from __future__ import annotations
 
 import ssl
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import fal_client
 import fal_client.client
 import httpx
@@ -28,7 +26,7 @@ from stableaudio_async.audiocheck import check_audio
 from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.server import ERROR_MARKER, FAIL_MARKER
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, emulator_process, fast_config
 
 pytestmark = pytest.mark.anyio
 
@@ -200,18 +198,9 @@ async def test_the_emulator_command_serves_https_with_a_given_certificate(tmp_pa
     certfile, cafile = tmp_path / "cert.pem", tmp_path / "ca.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
     ca.cert_pem.write_to_path(str(cafile))
-    async with await anyio.open_process(
-            [sys.executable, "-m", "stableaudio_async", "emulator", "--port", "0",
-             "--time-scale", "0.01", "--certfile", str(certfile)]) as server:
-        assert server.stdout is not None
-        line = b""
-        with anyio.fail_after(20):
-            while b"\n" not in line:
-                line += await server.stdout.receive()
-        url = line.decode().split("listening on ")[1].split()[0]
+    async with emulator_process("--time-scale", "0.01", "--certfile", str(certfile)) as url:
         assert url.startswith("https://127.0.0.1:")
         async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cafile))) \
                 as http:
             reply = await http.get(f"{url}/_emulator/stats")
-        server.terminate()
     assert reply.status_code == 200 and reply.json() == {}

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 import tracemalloc
 import wave
 from pathlib import Path
 
-import anyio
 import pytest
 
 from stableaudio_async import Engine, Job
 from stableaudio_async.emulator import Emulator
 
-from conftest import TEST_KEY, fast_config, write_settings
+from conftest import TEST_KEY, emulator_process, fast_config, write_settings
 from test_cli_e2e import run_cli, write_jsonl
 
 pytestmark = pytest.mark.anyio
@@ -55,15 +53,7 @@ async def test_450_jobs_at_the_ceiling_without_a_single_429(tmp_path: Path) -> N
 async def test_a_190_second_wav_is_written_with_bounded_memory(tmp_path: Path) -> None:
     """The 33 MB reply body is streamed to disk: peak traced memory stays far below its size."""
     # The emulator runs in its own process, so only the engine's allocations are traced.
-    async with await anyio.open_process(
-            [sys.executable, "-m", "stableaudio_async", "emulator", "--port", "0",
-             "--time-scale", "0.01", "--api-key", TEST_KEY]) as server:
-        assert server.stdout is not None
-        line = b""
-        with anyio.fail_after(20):
-            while b"\n" not in line:
-                line += await server.stdout.receive()
-        url = line.decode().split("listening on ")[1].split()[0]
+    async with emulator_process("--time-scale", "0.01", "--api-key", TEST_KEY) as url:
         shadow = Emulator(fast_config())
         shadow.port = int(url.rsplit(":", 1)[1])
         settings = shadow.client_settings()
@@ -77,7 +67,6 @@ async def test_a_190_second_wav_is_written_with_bounded_memory(tmp_path: Path) -
                 _, peak = tracemalloc.get_traced_memory()
             finally:
                 tracemalloc.stop()
-        server.terminate()
     assert result.ok, result.error
     assert result.bytes is not None and result.bytes > 30_000_000
     with wave.open(result.path) as w:

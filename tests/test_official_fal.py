@@ -26,22 +26,12 @@ from stableaudio_async.audiocheck import check_audio
 from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.server import ERROR_MARKER, FAIL_MARKER
 
-from conftest import TEST_KEY, emulator_process, fast_config
+from conftest import TEST_KEY, HandClock, emulator_process, fast_config
 
 pytestmark = pytest.mark.anyio
 
 APP = "fal-ai/stable-audio-25/text-to-audio"
 POLL = 0.01  # the emulator runs 100× faster than real time
-
-
-class HandClock:
-    """An emulator clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

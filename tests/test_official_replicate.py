@@ -19,21 +19,11 @@ from stableaudio_async.audiocheck import check_audio
 from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.server import FAIL_MARKER
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, HandClock, fast_config
 
 pytestmark = pytest.mark.anyio
 
 MODEL = "stability-ai/stable-audio-2.5"
-
-
-class HandClock:
-    """An emulator clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @contextlib.asynccontextmanager
@@ -107,7 +97,7 @@ async def test_a_hold_that_times_out_reports_starting_so_the_client_polls() -> N
         assert prediction.output is None
         await prediction.async_reload()
         assert prediction.status == "processing"
-        clock.now += 1001.0
+        clock.move_to(clock.time + 1001.0)
         await prediction.async_wait()
         assert prediction.status == "succeeded"
 

@@ -428,6 +428,9 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
         data["time_scale"] = args.time_scale
     if args.api_key is not None:
         data["api_key"] = args.api_key
+    for given in args.reading or ():
+        provider, _, reading = given.rpartition("=")
+        data.setdefault("readings", {})[provider or "*"] = reading
     try:
         return EmulatorConfig.model_validate(data)
     except ValidationError as exc:
@@ -526,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--api-key", default=None,
                           help="the key the emulator accepts (default: emulator-key)")
     emulator.add_argument("--config", help="emulator TOML (EmulatorConfig fields)")
+    emulator.add_argument("--reading", action="append", metavar="[PROVIDER=]strict|loose",
+                          help="how to answer where the documentation allows two readings "
+                               "(default strict; repeatable; no PROVIDER: every provider)")
     emulator.add_argument("--certfile", help="serve https with this certificate (PEM)")
     emulator.add_argument("--keyfile", help="the certificate's private key (PEM), if apart")
     emulator.add_argument("--log-format", choices=("console", "json"), default="console")

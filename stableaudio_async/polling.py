@@ -166,6 +166,10 @@ async def poll_until_done(
         else:
             delay = backoff_delay(attempt, initial=policy.initial, maximum=policy.max,
                                   factor=policy.factor, jitter=policy.jitter, rand=rand)
+        if attempt == 0:
+            # What a user asks first when results seem slow: how long before the first look.
+            log.debug("poll.first", provider=adapter.name, job_id=job_id,
+                      request_id=handle.request_id, wait=round(delay, 4), prior=prior)
         # The last poll happens at the deadline rather than after it.
         await sleep(min(delay, deadline - now))
         attempt += 1

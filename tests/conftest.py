@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from stableaudio_async.config import Settings
-from stableaudio_async.emulator import EmulatedLimit, Emulator, EmulatorConfig
+from stableaudio_async.emulator import EmulatedLimit, Emulator, EmulatorConfig, Reading
 
 #: A key distinctive enough that finding it anywhere in output is a leak.
 TEST_KEY = "sk-test-KEY-7f3a9c1e5b"
@@ -38,9 +38,20 @@ def fast_config(**overrides: Any) -> EmulatorConfig:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def reading() -> Reading:
+    """The reading :func:`emulator` serves every provider in. A module whose engine tests must
+    hold under both readings overrides this with ``params=READINGS``."""
+    return "strict"
+
+
+#: Both readings, for modules that parametrize :func:`reading`.
+READINGS: tuple[Reading, ...] = ("strict", "loose")
+
+
+@pytest.fixture
+async def emulator(reading: Reading) -> AsyncIterator[Emulator]:
     """A running, time-scaled emulator on a free loopback port."""
-    async with Emulator(fast_config()) as emu:
+    async with Emulator(fast_config(readings={"*": reading})) as emu:
         yield emu
 
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from stableaudio_async.emulator import Emulator
+from stableaudio_async.emulator import Emulator, Reading
 from stableaudio_async.emulator.audio import render_audio
 from stableaudio_async.providers import ADAPTERS
 
-from conftest import TEST_KEY, fast_config, write_settings
+from conftest import TEST_KEY, fast_config, to_toml
 from test_cli_e2e import run_cli, write_jsonl
 
 pytestmark = pytest.mark.anyio
@@ -29,8 +29,11 @@ TEXT_JOBS: dict[str, dict[str, Any]] = {
 }
 
 
-async def test_three_hundred_jobs_over_all_six_providers(tmp_path: Path) -> None:
-    """300+ jobs, 50 per provider plus local-file audio-to-audio: all complete exactly once."""
+@pytest.mark.parametrize("reading", ["strict", "loose"])
+async def test_three_hundred_jobs_over_all_six_providers(tmp_path: Path, reading: Reading) -> None:
+    """300+ jobs, 50 per provider plus local-file audio-to-audio: all complete exactly once,
+    under either reading of the providers' documentation, and no job waits on a built-in
+    prior for its first poll when the config sets ``poll.initial`` (AI/ML API's is 50 s)."""
     assert set(ADAPTERS) == set(TEXT_JOBS)
     source = tmp_path / "source.wav"
     source.write_bytes(render_audio("source", 3, 8.0, "wav"))
@@ -48,17 +51,32 @@ async def test_three_hundred_jobs_over_all_six_providers(tmp_path: Path) -> None
                   "strength": 0.5} for i in range(3)]
     rows.append({"provider": "pixazo", "task": "audio-to-audio", "prompt": "pixazo remix",
                  "audio": "https://cdn.example.com/source.mp3", "duration": 2})
-    async with Emulator(fast_config()) as emu:
-        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+    async with Emulator(fast_config(readings={"*": reading})) as emu:
+        # AI/ML API's poll table as a user writes it: an initial wait, no expected time. The
+        # built-in prior (about 50 s for a default clip) must not come back in its place.
+        data = emu.client_settings().model_dump(mode="json")
+        poll = data["providers"]["aimlapi"]["poll"]
+        del poll["expected"], poll["expected_per_second"]
+        poll["initial"] = initial = 0.005
+        config = tmp_path / "providers.toml"
+        config.write_text(to_toml(data))
         batch = write_jsonl(tmp_path / "batch.jsonl", rows)
         env = {adapter_env: TEST_KEY for adapter_env in (
             "PIXAZO_API_KEY", "STABILITY_API_KEY", "WAVESPEED_API_KEY", "AIMLAPI_API_KEY",
             "FAL_KEY", "REPLICATE_API_TOKEN")}
         code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
-                                        "--config", str(config), "--log-level", "warning",
-                                        env=env)
+                                        "--config", str(config), "--log-level", "debug",
+                                        "--log-format", "json", env=env)
         stats = dict(emu.stats)
     assert code == 0, stderr[-3000:]
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    first = [e["wait"] for e in events
+             if e.get("event") == "poll.first" and e.get("provider") == "aimlapi"]
+    assert len(first) == 50
+    # The first jobs wait what the config says; later ones where the learned completion
+    # times (emulated seconds ~ hundredths of real ones) put them. None waits anything like
+    # the built-in prior, here 50 s / 30 s × 2 s of audio = 3.3 s.
+    assert min(first) <= initial and max(first) < 1.5
     manifest = [json.loads(line)
                 for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert len(manifest) == len(rows) >= 300

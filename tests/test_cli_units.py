@@ -82,3 +82,16 @@ def test_providers_command_lists_every_provider(capsys: pytest.CaptureFixture[st
     assert main(["providers"]) == 0
     text = capsys.readouterr().out
     assert "stability: key STABILITY_API_KEY NOT set" in text
+
+
+def test_emulator_reading_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--reading loose`` serves every provider loosely, ``--reading fal=strict`` one of them;
+    a word that is no reading is a config error, exit 2, before anything is served."""
+    from stableaudio_async.cli import _emulator_config, build_parser
+
+    args = build_parser().parse_args(["emulator", "--reading", "loose",
+                                      "--reading", "fal=strict"])
+    config = _emulator_config(args)
+    assert (config.reading("fal"), config.reading("wavespeed")) == ("strict", "loose")
+    assert main(["emulator", "--port", "0", "--reading", "fal=lax"]) == 2
+    assert "readings.fal" in capsys.readouterr().err

@@ -16,12 +16,18 @@ import pytest
 
 from stableaudio_async import Engine, Job, JobResult, JobStatus
 from stableaudio_async.config import Settings
-from stableaudio_async.emulator import EmulatedLimit, Emulator
+from stableaudio_async.emulator import EmulatedLimit, Emulator, Reading
 from stableaudio_async.emulator.audio import render_audio
 
-from conftest import TEST_KEY, HandClock, fast_config, when
+from conftest import READINGS, TEST_KEY, HandClock, fast_config, when
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=READINGS)
+def reading(request: pytest.FixtureRequest) -> Reading:
+    """Every test here on :func:`emulator` runs under both of its readings."""
+    return request.param  # type: ignore[no-any-return]
 
 ENV = {"FAL_KEY": TEST_KEY}
 HEADERS = {"Authorization": f"Key {TEST_KEY}"}

@@ -9,6 +9,7 @@ from stableaudio_async.emulator.server import (
     Emulator,
     EmulatorConfig,
     ProviderStats,
+    Reading,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "EmulatorConfig",
     "FaultRates",
     "ProviderStats",
+    "Reading",
 ]

@@ -1,4 +1,11 @@
-"""Pixazo's contract: gateway submit routes, ``/v2/requests/status/{id}``, and its error bodies."""
+"""Pixazo's contract: gateway submit routes, ``/v2/requests/status/{id}``, and its error bodies.
+
+Readings (``EmulatorConfig.readings["pixazo"]``): ``strict`` (the default) holds a
+``sync_mode`` submit until the request is final and answers it with the status body, the audio
+inline as a data URI, and lists ``output.media_url``; ``loose`` answers a ``sync_mode`` submit
+202 like any other (the data URI then comes in the status body) and gives ``media_url`` as a
+plain string.
+"""
 
 from __future__ import annotations
 
@@ -128,7 +135,9 @@ async def _submit(request: web.Request, emu: Emulator, route: str, task: str
     params.setdefault("duration", 30)
     params.setdefault("output_format", "mp3")
     job = emu.create_job(PROVIDER, route, params, body)
-    if params.get("sync_mode"):
+    if params.get("sync_mode") and emu.config.reading(PROVIDER) == "strict":
+        # "true returns the audio inline": read strictly, in the submit's own reply. The
+        # loose reading queues it as any other, the inline audio coming in the status body.
         await emu.wait_until_done(job)
         return web.json_response(_status_body(request, emu, job), status=200)
     polling_url = f"{request.scheme}://{request.host}/v2/requests/status/{job.request_id}"
@@ -177,7 +186,9 @@ def _status_body(request: web.Request, emu: Emulator, job: EmulatedJob) -> dict[
         else:
             url = emu.cdn_url(request, job)
             content_type = CONTENT_TYPES[job.params["output_format"]]
-        body["output"] = {"media_url": [url], "media_type": content_type}
+        # A list, as documented; third-party clients have seen a plain string (loose).
+        media: str | list[str] = [url] if emu.config.reading(PROVIDER) == "strict" else url
+        body["output"] = {"media_url": media, "media_type": content_type}
     elif status == "FAILED":
         body["error"] = "Generation failed: the model could not produce audio for this prompt"
     elif status == "ERROR":

@@ -31,13 +31,14 @@ from typing import Any, Literal
 import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from stableaudio_async.config import RateLimit, RetryPolicy, Settings, load_settings
 from stableaudio_async.emulator.audio import CONTENT_TYPES, render_audio
 from stableaudio_async.emulator.faults import FILE_PREFIX_NAMES, FaultInjector, FaultRates
 
-__all__ = ["EmulatedJob", "EmulatedLimit", "Emulator", "EmulatorConfig", "ProviderStats"]
+__all__ = ["EmulatedJob", "EmulatedLimit", "Emulator", "EmulatorConfig", "ProviderStats",
+           "Reading"]
 
 #: A prompt holding one of these makes the emulated job end that way (for tests and CI users).
 FAIL_MARKER = "emulator:fail"
@@ -45,6 +46,16 @@ ERROR_MARKER = "emulator:error"
 #: A prompt holding this gets audio half as long as asked for (a provider cutting corners).
 SHORT_MARKER = "emulator:short"
 
+
+#: How a provider answers where its documentation allows two readings. ``strict`` follows the
+#: documentation's letter and the official clients (fal answers 202 while a request is pending;
+#: Pixazo's ``sync_mode`` submit holds and answers with the finished request, ``media_url`` a
+#: list; WaveSpeed answers a failed prediction with HTTP 200). ``loose`` is the other reading
+#: (fal 200 while pending; Pixazo queues a ``sync_mode`` request as any other and puts the
+#: inline audio in the status body, ``media_url`` a plain string; WaveSpeed answers a failed
+#: prediction with HTTP 500, the failed prediction in the envelope). Clients should survive
+#: both; the engine's tests run both.
+Reading = Literal["strict", "loose"]
 
 #: When the request being handled reached the emulator (see ``Emulator._stamp_arrival``).
 _arrival: contextvars.ContextVar[float] = contextvars.ContextVar("arrival")
@@ -103,15 +114,25 @@ class EmulatorConfig(BaseModel):
     #: one), cached once rendered, so that the CPU goes to serving rather than to synthesis:
     #: for benchmarks of many jobs. ``None``: every prompt and seed sounds different.
     audio_variants: int | None = Field(default=None, ge=1)
+    #: The reading each provider is served in (see :data:`Reading`); ``"*"`` names every
+    #: provider not listed by name. Absent: ``strict``.
+    readings: dict[str, Reading] = Field(default_factory=dict)
 
-    @field_validator("faults")
+    @field_validator("faults", "readings")
     @classmethod
-    def _known_providers(cls, faults: dict[str, FaultRates]) -> dict[str, FaultRates]:
+    def _known_providers(cls, by_provider: dict[str, Any], info: ValidationInfo
+                         ) -> dict[str, Any]:
         known = {getattr(m, "PROVIDER", None) for m in provider_modules()}
-        unknown = sorted(set(faults) - known)
+        if info.field_name == "readings":
+            known.add("*")
+        unknown = sorted(set(by_provider) - known)
         if unknown:
             raise ValueError(f"no emulated provider named {', '.join(unknown)}")
-        return faults
+        return by_provider
+
+    def reading(self, provider: str) -> Reading:
+        """The reading ``provider`` is served in."""
+        return self.readings.get(provider, self.readings.get("*", "strict"))
 
 
 @dataclass

@@ -12,7 +12,8 @@ Routes:
   ``GET /api/v3/predictions/{id}``: the prediction, ``created`` → ``processing`` →
   ``completed`` | ``failed`` on the scaled clock. A failed job still answers HTTP 200, with
   ``data.status: "failed"`` and ``data.error`` (prompts holding ``emulator:fail`` or
-  ``emulator:error``);
+  ``emulator:error``); in the ``loose`` reading (``EmulatorConfig.readings``) it answers
+  HTTP 500, envelope ``code`` 500, the failed prediction still in ``data``;
 - ``POST /api/v3/media/upload/binary`` (multipart field ``file``, ≤ 50 MB): the bytes are kept
   and served back at ``data.download_url``, ``GET /wavespeed-media/{name}`` on this host;
   audio-to-audio and inpainting take such URLs (an unknown one is a 400) or any other http(s)
@@ -153,6 +154,17 @@ def _envelope(data: dict[str, Any]) -> web.Response:
     return web.json_response({"code": 200, "message": "success", "data": data})
 
 
+def _reply(emu: Emulator, prediction: dict[str, Any]) -> web.Response:
+    """A prediction in its envelope: HTTP 200 even when it failed, as documented (``strict``);
+    the ``loose`` reading answers a failed one HTTP 500, the failed prediction still in
+    ``data``."""
+    if prediction["status"] == "failed" and emu.config.reading(PROVIDER) == "loose":
+        emu.provider_stats(PROVIDER).errors[500] += 1
+        return web.json_response({"code": 500, "message": prediction["error"],
+                                  "data": prediction}, status=500)
+    return _envelope(prediction)
+
+
 def _error(emu: Emulator, status: int, message: str) -> web.Response:
     """An error in the envelope's shape, counted by status."""
     emu.provider_stats(PROVIDER).errors[status] += 1
@@ -204,7 +216,7 @@ async def _submit(request: web.Request, emu: Emulator, state: _State, route: str
                                       "prediction", "data": await _prediction(request, emu, state,
                                                                               job)}, status=504)
         await emu.wait_until_done(job)
-    return _envelope(await _prediction(request, emu, state, job))
+    return _reply(emu, await _prediction(request, emu, state, job))
 
 
 def _hold_for_concurrency(emu: Emulator, job: EmulatedJob) -> None:
@@ -305,7 +317,7 @@ async def _result(request: web.Request, emu: Emulator, state: _State) -> web.Str
     if job is None or job.provider != PROVIDER:
         return _error(emu, 404, "prediction not found")
     emu.observe(job)
-    return _envelope(await _prediction(request, emu, state, job))
+    return _reply(emu, await _prediction(request, emu, state, job))
 
 
 def _iso(emu: Emulator, monotonic: float) -> str:

@@ -13,7 +13,8 @@ model, ``stable-audio-3/<route>``, which then runs only its own task; that is ho
 the contract names the route but none of its fields, and no unified task means "extend".
 
 Quirks absorbed here: a failed job answers HTTP 200 with ``data.status: "failed"`` (it ends
-``Failed``, never polled again); an HTTP 200 whose envelope ``code`` is an error is treated
+``Failed``, never polled again), and a reply of an HTTP error status whose envelope holds the
+failed prediction is read the same way; an HTTP 200 whose envelope ``code`` is an error is treated
 as that error; a 504 to an ``enable_sync_mode`` submit that still names its prediction is
 polled like any other job; local input files are uploaded first
 (``/api/v3/media/upload/binary``) and sent by their ``download_url``. There is no cancel
@@ -237,7 +238,14 @@ class WaveSpeedAdapter(Adapter):
         return None if price is None else (price, "usd")
 
     def _data(self, reply: HttpReply, request_id: str | None = None) -> dict[str, Any]:
-        """The envelope's ``data`` object, or the engine's error for an error reply."""
+        """The envelope's ``data`` object, or the engine's error for an error reply.
+
+        A reply of any status whose envelope holds a finished, failed prediction is that
+        prediction: the documentation answers it HTTP 200, another reading an HTTP error.
+        """
+        ended = _ended_prediction(reply)
+        if ended is not None:
+            return ended
         if reply.status not in _OK_STATUSES:
             raise error_from_reply(reply, provider=self.name, request_id=request_id)
         try:
@@ -274,10 +282,23 @@ class WaveSpeedAdapter(Adapter):
             if not audio:
                 return Failed("provider reported completed without any outputs")
             return Succeeded(audio)
-        if word == "failed":
-            # Reported with HTTP 200; whether WaveSpeed bills it is not published.
-            return Failed(str(data.get("error") or "generation failed"))
+        if word in _ENDED:
+            # Reported with HTTP 200 (or, read loosely, an HTTP error); whether WaveSpeed
+            # bills it is not published. The official SDK ends on these words too.
+            return Failed(str(data.get("error") or f"prediction {word}"))
         return self.unknown_status(word, request_id)
+
+
+#: Status words that end a prediction without audio (``wavespeed`` 2.0.5 ends on each).
+_ENDED = frozenset({"failed", "cancelled", "canceled", "timeout", "deleted"})
+
+
+def _ended_prediction(reply: HttpReply) -> dict[str, Any] | None:
+    """The prediction in the envelope when it names itself and says it ended without audio."""
+    data = _envelope_data(reply)
+    if data is None or not isinstance(data.get("id"), str) or not data["id"]:
+        return None
+    return data if str(data.get("status", "")).lower() in _ENDED else None
 
 
 def _envelope_data(reply: HttpReply) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,7 +53,14 @@ from stableaudio_async.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from stableaudio_async.http import open_reply, read_reply, send, send_tracing, translate_errors
+from stableaudio_async.http import (
+    HttpRequest,
+    open_reply,
+    read_reply,
+    send,
+    send_tracing,
+    translate_errors,
+)
 from stableaudio_async.journal import JobRecord, JobState, JobStore, Journal
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import (
@@ -110,6 +118,11 @@ _INLINE_CHECK_BYTES = 1024 * 1024
 
 #: The request count of the pause-only limiter of a provider that publishes no limit.
 _UNLIMITED = 10**9
+#: Seconds of clock difference allowed between us and a provider when looking a submit up by
+#: the time it was sent: a job created this much earlier still counts as ours.
+_LOOKUP_SKEW = 60.0
+#: Pages of a provider's job listing read for one lookup; past them it is not found.
+_LOOKUP_PAGES = 5
 
 
 class _HeldBack(Exception):
@@ -232,6 +245,10 @@ class _Provider:
         # The circuit breaker: consecutive failures, and the next pause's length.
         self.failures = 0
         self.cooldown = settings.circuit.cooldown
+        #: Whether the provider lists recent jobs, so that a lost submit can be looked up.
+        self.can_look_up = self.adapter.lookup_request() is not None
+        #: Request ids this run's jobs hold: a lookup never takes one another job owns.
+        self.claimed: set[str] = set()
 
     def check_open(self) -> None:
         """Hold a job back, without sending anything, once the provider has been stopped."""
@@ -310,6 +327,13 @@ class _JobRun:
         self.request_id: str | None = None
         self.finish_reason: str | None = None
         self.possibly_duplicated = False
+        #: When a submit that may have been accepted was first sent (seconds since the epoch,
+        #: less a skew): set, the next attempt first looks the job up by its input.
+        self.lookup_since: float | None = None
+        #: Whether a listing without the job proves it was never made (see ``_submit``).
+        self.lookup_settles = True
+        #: When this run first sent the job's submit (seconds since the epoch).
+        self.first_sent: float | None = None
         self.attempts = 0
         #: Attempts recorded by earlier runs; an intent is journalled once per run.
         self.journal_attempts = 0
@@ -580,6 +604,11 @@ class Engine:
                     and not provider.adapter.synchronous:
                 resume = RemoteHandle(record.request_id, record.poll_url, Queued(),
                                       record.result_url, record.cancel_url)
+                provider.claimed.add(record.request_id)
+            elif record.state is JobState.SUBMITTING and provider.can_look_up:
+                # The last run died with this submit on the wire: look for it among the
+                # provider's jobs made since its intent was written before sending again.
+                run.lookup_since = record.updated_at - _LOOKUP_SKEW
             elif record.state in (JobState.SUBMITTING, JobState.SUBMITTED):
                 # The last run died with this submit on the wire (or, for a synchronous
                 # provider, mid-reply): no id to look it up by, so it is sent again, flagged.
@@ -734,14 +763,14 @@ class Engine:
         provider: _Provider,
         bound: structlog.typing.FilteringBoundLogger,
         limiter: RateLimiter | None = None,
-        on_resend: Callable[[], None] | None = None,
+        on_resend: Callable[[ProviderError], None] | None = None,
     ) -> T:
         """Run ``operation``, retrying what :func:`should_retry` allows for ``phase``.
 
         With a ``limiter``, each attempt first takes a slot, and ``operation`` gets the
         callback to call when its request is on the wire (see :meth:`RateLimiter.request`).
-        ``on_resend`` is called before a submit is sent again that the provider may have
-        accepted already.
+        ``on_resend`` is called, with the error, before a submit is sent again that the
+        provider may have accepted already.
         """
         attempt = 0
         while True:
@@ -757,12 +786,13 @@ class Engine:
                 attempt += 1
                 free = provider.adapter.free_failures
                 retryable = should_retry(phase, exc, free_failures=free,
-                                         submit_5xx=policy.submit_5xx)
+                                         submit_5xx=policy.submit_5xx,
+                                         look_up=provider.can_look_up)
                 if attempt >= policy.attempts or not retryable:
                     raise
                 if phase == "submit" and on_resend is not None \
                         and may_have_been_accepted(exc, free_failures=free):
-                    on_resend()
+                    on_resend(exc)
                 wait = backoff_delay(attempt - 1, initial=policy.initial, maximum=policy.max,
                                      factor=policy.factor, jitter=0.5, rand=self._rand)
                 pause = provider.pause_for(exc) if isinstance(exc, RateLimitedError) else None
@@ -788,20 +818,89 @@ class Engine:
         request = provider.adapter.submit_request(job, await self._input_audio(provider, job, bound))
 
         async def attempt(on_sent: Callable[[], None]) -> RemoteHandle:
+            if run.lookup_since is not None and not self._stopping:
+                found = await self._look_up(provider, request, run, bound)
+                if found is not None:
+                    run.request_id = found.request_id
+                    await self._journal.submitted(job.id, found)
+                    return found
             async with self._submit_attempt(job, run):
+                if run.first_sent is None:
+                    run.first_sent = time.time()
                 reply = await send(session, request, provider=provider.name,
                                    total_timeout=provider.settings.request_timeout,
                                    on_sent=on_sent)
                 handle = provider.adapter.parse_submit(reply)
                 run.request_id = handle.request_id
+                if handle.request_id is not None:
+                    provider.claimed.add(handle.request_id)
                 # Durable before anything else happens: a rerun polls this id, never resubmits.
                 await self._journal.submitted(job.id, handle)
             return handle
 
+        def unsure(error: ProviderError) -> None:
+            # The provider may hold the job already: look for it first where it lists jobs,
+            # else send again and say so.
+            if provider.can_look_up and run.first_sent is not None:
+                run.lookup_since = run.first_sent - _LOOKUP_SKEW
+                # A reply (a 5xx) means the provider is done with the request, so a listing
+                # without the job settles it; after a reset or a timeout the job may still
+                # appear later, so a resend then stays flagged.
+                run.lookup_settles = error.status is not None
+            else:
+                run.flag_possible_duplicate()
+
         handle = await self._retrying("submit", provider.settings.retry, attempt,
                                       provider=provider, bound=bound, limiter=provider.limiter,
-                                      on_resend=run.flag_possible_duplicate)
+                                      on_resend=unsure)
         bound.info("job.submitted", request_id=handle.request_id, attempts=run.attempts)
+        return handle
+
+    async def _look_up(self, provider: _Provider, request: HttpRequest, run: _JobRun,
+                       bound: structlog.typing.FilteringBoundLogger) -> RemoteHandle | None:
+        """The job a lost submit of ``request`` created, from the provider's listing of recent
+        jobs, or None when it made none (the submit is then sent again, unflagged). When the
+        listing cannot be read, the resend that follows is flagged ``possibly_duplicated``.
+
+        Of several jobs made from the same body (identical jobs in one batch), the oldest not
+        held by another job of this run is taken.
+        """
+        assert self._session is not None and run.lookup_since is not None
+        since, run.lookup_since = run.lookup_since, None
+        adapter = provider.adapter
+        found: list[RemoteHandle] = []
+        page: str | None = None
+        try:
+            for _ in range(_LOOKUP_PAGES):
+                lookup = adapter.lookup_request(page)
+                assert lookup is not None
+                async with slot(provider.poll_limiter) as sent:
+                    reply = await send(self._session, lookup, provider=provider.name,
+                                       total_timeout=provider.settings.request_timeout,
+                                       on_sent=sent)
+                listed = adapter.parse_lookup(reply, request, since)
+                found += listed.found
+                if listed.next_page is None:
+                    break
+                page = listed.next_page
+            else:
+                raise ProviderUnavailableError(
+                    f"the job listing goes on past {_LOOKUP_PAGES} pages", provider=provider.name)
+        except ProviderError as exc:
+            bound.warning("submit.lookup_failed", error=str(exc))
+            run.flag_possible_duplicate()
+            return None
+        free = [h for h in found if h.request_id is not None
+                and h.request_id not in provider.claimed]
+        if not free:
+            bound.info("submit.lookup", found=False)
+            if not run.lookup_settles:
+                run.flag_possible_duplicate()
+            return None
+        handle = free[-1]  # the listing is newest first
+        assert handle.request_id is not None
+        provider.claimed.add(handle.request_id)
+        bound.info("submit.lookup", found=True, request_id=handle.request_id)
         return handle
 
     async def _generate(
@@ -862,7 +961,7 @@ class Engine:
         run.move("running")
         written = await self._retrying("submit", provider.settings.retry, attempt,
                                        provider=provider, bound=bound, limiter=provider.limiter,
-                                       on_resend=run.flag_possible_duplicate)
+                                       on_resend=lambda _: run.flag_possible_duplicate())
         bound.info("job.generated", request_id=run.request_id, attempts=run.attempts,
                    seed=run.seed)
         return written

@@ -109,7 +109,7 @@ def retry_after_from_headers(
 
 
 def should_retry(phase: Phase, error: BaseException, *, free_failures: bool = False,
-                 submit_5xx: bool = False) -> bool:
+                 submit_5xx: bool = False, look_up: bool = False) -> bool:
     """Whether ``error`` in ``phase`` may be retried.
 
     A submit is repeated freely only when the provider provably did not accept it: a 429, a
@@ -117,14 +117,18 @@ def should_retry(phase: Phase, error: BaseException, *, free_failures: bool = Fa
     the provider bills no failed generation (``free_failures``), or when ``submit_5xx`` says
     to resend such an ambiguous submit anyway (the job may exist: see
     :func:`may_have_been_accepted`). A timeout or a reset after the request was sent is never
-    resent: the provider most likely has the job. Polls and downloads (and uploads of input
-    files) cost nothing, so every transient failure there is retried.
+    resent: the provider most likely has the job, unless it can be looked up (``look_up``: the
+    provider lists recent jobs, and the retry looks there before sending) and ``submit_5xx``
+    allows resending at all. Polls and downloads (and uploads of input files) cost nothing,
+    so every transient failure there is retried.
     """
     if isinstance(error, RateLimitedError):
         return True
     if phase == "submit":
         if isinstance(error, ProviderUnavailableError):
             if not error.sent or error.status == 503:
+                return True
+            if look_up and submit_5xx and (error.status is None or error.status >= 500):
                 return True
             return (free_failures or submit_5xx) and error.status is not None \
                 and error.status >= 500

@@ -136,7 +136,8 @@ async def test_402_after_k_submissions_stops_that_provider_only(tmp_path: Path) 
 async def test_a_submit_answered_500_or_502_is_resent_flagged_or_failed_if_strict(
         tmp_path: Path, resend: bool) -> None:
     """retry.submit_5xx (default on): a submit the emulator refused with a 500 or 502 is sent
-    again and its job completes, flagged possibly_duplicated; off, those jobs fail instead."""
+    again and its job completes, flagged possibly_duplicated, except on Replicate, where the
+    listing of recent predictions shows it was not created; off, those jobs fail instead."""
     faults = {name: FaultRates(submit_5xx=0.3) for name in ("pixazo", "wavespeed", "replicate")}
     rows = [{"provider": provider, "prompt": f"{provider} 5xx {i}", "duration": 1}
             for provider in faults for i in range(12)]
@@ -160,7 +161,8 @@ async def test_a_submit_answered_500_or_502_is_resent_flagged_or_failed_if_stric
     if resend:
         assert code == 0, stderr[-3000:]
         assert all(e["status"] == "completed" for e in entries)
-        assert len(resent) > 0 and all(e["possibly_duplicated"] for e in resent)
+        assert {e["provider"] for e in resent} == set(faults)
+        assert all(e["possibly_duplicated"] == (e["provider"] != "replicate") for e in resent)
         assert not any(e["possibly_duplicated"] for e in entries if e["attempts"] == 1)
     else:
         assert code == 1
@@ -168,3 +170,41 @@ async def test_a_submit_answered_500_or_502_is_resent_flagged_or_failed_if_stric
         assert failed and {e["error_type"] for e in failed} == {"ProviderUnavailableError"}
         assert len(failed) + sum(e["status"] == "completed" for e in entries) == len(rows)
         assert not any(e["possibly_duplicated"] for e in entries)
+
+
+async def test_an_accepted_submit_whose_reply_is_lost_is_found_on_replicate(
+        tmp_path: Path) -> None:
+    """A submit the provider accepted, answered 500/502 (the gateway lost the reply): Replicate
+    lists the key's predictions, so the engine finds the job by its input and follows it, with
+    no second submission and no flag; Pixazo lists nothing, so it sends again, flagged, and the
+    emulator counts the duplicate that cost."""
+    faults = {name: FaultRates(submit_lost_reply=0.4) for name in ("replicate", "pixazo")}
+    rows = [{"provider": provider, "prompt": f"{provider} lost {i}", "duration": 1, "seed": i}
+            for provider in faults for i in range(15)]
+    async with Emulator(fast_config(faults=faults, fault_seed=5)) as emu:
+        config = write_settings(patient(emu.client_settings()), tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                        "--config", str(config), "--log-level", "warning",
+                                        env=ENV)
+        stats = dict(emu.stats)
+    assert code == 0, stderr[-3000:]
+    entries = {e["id"]: e for e in map(json.loads, (tmp_path / "out" / "manifest.jsonl")
+                                       .read_text().splitlines())}
+    assert {e["status"] for e in entries.values()} == {"completed"}
+    replicate = stats["replicate"]
+    assert replicate.injected["submit_lost_reply"] > 0
+    assert replicate.accepted == 15 and replicate.duplicate_submissions == 0
+    assert not any(e["possibly_duplicated"] for e in entries.values()
+                   if e["provider"] == "replicate")
+    pixazo = stats["pixazo"]
+    lost = pixazo.injected["submit_lost_reply"]
+    assert lost > 0 and pixazo.accepted == 15 + lost == 15 + pixazo.duplicate_submissions
+    mine = [e for e in entries.values() if e["provider"] == "pixazo"]
+    # A job may lose the reply to its resend too: every lost reply is one more attempt.
+    assert sum(e["attempts"] - 1 for e in mine) == lost
+    assert all(e["possibly_duplicated"] == (e["attempts"] > 1) for e in mine)
+    # Every file is the one the request id it names was served.
+    for e in entries.values():
+        digest = hashlib.sha256(Path(e["path"]).read_bytes()).hexdigest()
+        assert digest == e["sha256"] == stats[e["provider"]].served[e["request_id"]]

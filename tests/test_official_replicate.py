@@ -17,6 +17,7 @@ from replicate.exceptions import ModelError, ReplicateError
 
 from stableaudio_async.audiocheck import check_audio
 from stableaudio_async.emulator import Emulator
+from stableaudio_async.emulator.replicate import PAGE_SIZE
 from stableaudio_async.emulator.server import FAIL_MARKER
 
 from conftest import TEST_KEY, HandClock, fast_config
@@ -144,3 +145,18 @@ async def test_api_errors_raise_replicate_error_with_the_problem_details(emu: Em
                 model=MODEL, input={"prompt": "x", "duration": 500})
     assert raised.value.status == 422
     assert raised.value.detail is not None and "input.duration" in raised.value.detail
+
+
+async def test_predictions_list_pages_newest_first(emu: Emulator) -> None:
+    """``predictions.list``: the key's predictions newest first with their input, and the
+    ``next`` cursor the client follows to older pages (what the engine reads to find a
+    prediction whose create reply was lost)."""
+    async with client_for(emu) as client:
+        made = [await client.models.predictions.async_create(
+            model=MODEL, input={"prompt": f"cue {i}", "duration": 1}) for i in range(PAGE_SIZE + 3)]
+        first = await client.predictions.async_list()
+        assert first.next is not None and first.previous is None
+        second = await client.predictions.async_list(first.next)
+    listed = [p.id for p in first.results] + [p.id for p in second.results]
+    assert listed == [p.id for p in reversed(made)] and second.next is None
+    assert first.results[0].input == {"prompt": f"cue {PAGE_SIZE + 2}", "duration": 1}

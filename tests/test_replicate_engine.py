@@ -17,6 +17,8 @@ from stableaudio_async import Engine, Job, JobResult, JobStatus
 from stableaudio_async.config import RateLimit, RetryPolicy, Settings
 from stableaudio_async.emulator import EmulatedJob, EmulatedLimit, Emulator
 from stableaudio_async.emulator import replicate as replicate_emulator
+from stableaudio_async.journal import Journal
+from stableaudio_async.providers.replicate import ReplicateAdapter
 
 from conftest import TEST_KEY, fast_config
 
@@ -532,3 +534,41 @@ async def test_an_output_deleted_before_download_fails_the_job(
     assert (result.status, result.error_type) == (JobStatus.FAILED, "JobFailedError")
     assert (result.error or "").startswith("output deleted")
     assert stats.downloads == 0
+
+
+# -- a lost submit, looked up ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("created", [True, False], ids=["created", "not-created"])
+async def test_resume_after_a_crash_mid_submit_looks_the_prediction_up(
+        tmp_path: Path, created: bool) -> None:
+    """The last run died with a create on the wire: its intent is journalled, no id. The rerun
+    lists the key's predictions, and follows the one made from this job's input (no second
+    create, no flag) or, when there is none, creates it (unflagged: the listing says the
+    first never arrived)."""
+    job = Job(provider="replicate", prompt="lost on the wire", duration=2, seed=7)
+    async with Emulator(fast_config()) as emu:
+        settings = emu.client_settings()
+        # A prediction from the same input, made long before: not ours, never taken.
+        stale = ReplicateAdapter(settings.providers["replicate"], TEST_KEY).submit_request(job)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(stale.url, headers=AUTH, json=stale.json) as r:
+                old = (await r.json())["id"]
+            emu.jobs[old].created -= 3600 * emu.config.time_scale * 10
+            async with Journal(tmp_path) as journal:
+                await journal.intent(job)
+            if created:
+                async with http.post(stale.url, headers=AUTH, json=stale.json) as r:
+                    assert r.status == 201
+                    ours = (await r.json())["id"]
+        async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
+            with capture_logs() as logs:
+                result = await engine.generate(job)
+        stats = emu.stats["replicate"]
+    assert result.ok and not result.possibly_duplicated, result.error
+    made_here = 2 if created else 1  # the test's own creates: the old one, and maybe ours
+    assert stats.submits - made_here == (0 if created else 1)
+    if created:
+        assert result.request_id == ours
+    assert result.request_id != old
+    assert [e["found"] for e in logs if e["event"] == "submit.lookup"] == [created]

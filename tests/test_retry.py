@@ -320,3 +320,18 @@ def test_submit_5xx_resends_ambiguous_5xx_replies_and_says_which_may_exist(
     assert may_have_been_accepted(error) is ambiguous
     # A provider that bills no failed generation: a 5xx is a free failure, nothing doubles.
     assert may_have_been_accepted(error, free_failures=True) is False
+
+
+@pytest.mark.parametrize(("error", "resent"), [
+    pytest.param(unavailable(status=500), True, id="500"),
+    pytest.param(unavailable(), True, id="reset-or-timeout-after-sending"),
+    pytest.param(InvalidRequestError("bad", provider="p", status=400), False, id="400"),
+])
+def test_a_provider_that_lists_its_jobs_retries_a_sent_submit_after_a_lookup(
+        error: BaseException, resent: bool) -> None:
+    """With ``look_up`` (Replicate lists recent predictions), a reset or timeout after sending
+    is retried too, as the retry looks the job up before sending; ``submit_5xx = false`` still
+    keeps every ambiguous submit from being sent again."""
+    assert should_retry("submit", error, submit_5xx=True, look_up=True) is resent
+    assert should_retry("submit", error, submit_5xx=False, look_up=True) is False
+    assert should_retry("submit", unavailable(), submit_5xx=True, look_up=False) is False

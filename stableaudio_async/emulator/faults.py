@@ -8,6 +8,8 @@ faithful one. Where each fault strikes:
   the provider's own handler runs, so an injected reply creates nothing, changes no job and
   counts against no rate-limit window. The reply is ``{"error": "injected fault", "message": …}`` with the
   fault's status; adapters map by status code.
+- ``submit_lost_reply``: the same middleware, after the handler: a submit the provider
+  accepted gets a 500 or 502 in place of its reply.
 - ``cdn_reset``, ``cdn_truncate``, ``cdn_slow``: the same middleware, on the way out of every
   file route (the shared ``/cdn/…`` and the routes a provider module serves its own files on),
   which also answers ``Range: bytes=…`` with 206 there.
@@ -77,6 +79,10 @@ class FaultRates(BaseModel):
     #: A submit answered 500 or 502 before the job is accepted: nothing is created, but a
     #: client cannot know that (a 5xx may also come after the job was created).
     submit_5xx: Probability = 0.0
+    #: A submit the provider accepted (the job is created, counted and billed) whose reply is
+    #: replaced by a 500 or 502, as a gateway timing out after the provider said yes: the
+    #: case a client can only tell from a lookup, where the provider has one (Replicate).
+    submit_lost_reply: Probability = 0.0
     #: A status poll or result fetch answered 500 or 503; the job carries on unaffected.
     poll_5xx: Probability = 0.0
     #: A submit or poll starts a burst of ``burst_length`` requests (itself included) answered
@@ -204,7 +210,16 @@ class FaultInjector:
                 refused = self._refuse(provider, route.kind, rates)
                 if refused is not None:
                     return refused
-            return await handler(request)
+            response = await handler(request)
+            if rates is not None and route.kind == "submit" and 200 <= response.status < 300 \
+                    and self._draw(provider, "submit_lost_reply", rates.submit_lost_reply):
+                stats = self._emu.provider_stats(provider)
+                stats.injected["submit_lost_reply"] += 1
+                status = self._rng(provider, "submit_lost_reply").choice((500, 502))
+                stats.errors[status] += 1  # the request itself the handler has counted
+                return web.json_response({"error": "injected fault", "message": "internal "
+                                          "error"}, status=status)
+            return response
 
         return inject
 

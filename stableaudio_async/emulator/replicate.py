@@ -42,6 +42,10 @@ drives it, unmodified, against this module):
   OPTIONS and TRACE, never for the POSTs (create, cancel). ``Retry-After`` is read as whole
   seconds (digits only) or an ISO date; anything else (the fractional seconds this emulator
   sends on a scaled clock) falls back to 0.1 s × 2ⁿ backoff.
+* ``predictions.list(cursor)`` is ``GET /v1/predictions`` (or the ``next``/``previous`` URL
+  it was given): ``{previous, next, results}``, each result a prediction with its ``input``.
+  This module lists the key's predictions newest first, :data:`PAGE_SIZE` per page, ``next``
+  a ``?cursor=`` URL; the engine reads it to find a prediction whose create reply was lost.
 * Output strings are wrapped as downloadable ``FileOutput`` only when they start ``https:``
   or ``data:``; the emulator's ``http://`` delivery URLs stay plain strings.
 """
@@ -70,6 +74,8 @@ OUTPUT_RETENTION = 3600.0
 #: Where outputs are served: the emulator's stand-in for ``https://replicate.delivery``.
 DELIVERY_PREFIX = "/replicate-delivery"
 MAX_WAIT = 60
+#: Predictions per page of ``GET /v1/predictions``.
+PAGE_SIZE = 100
 #: The prediction's ``version``: a stand-in in the documented 64-hex shape (official models are
 #: run without naming one, and what Replicate reports for them is unconfirmed here).
 VERSION = hashlib.sha256(MODEL.encode()).hexdigest()
@@ -95,6 +101,7 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
     """Mount Replicate's prediction routes and its delivery CDN on ``app``."""
     api = _Replicate(emu)
     app.router.add_post("/v1/models/{owner}/{name}/predictions", api.create)
+    app.router.add_get("/v1/predictions", api.list)
     app.router.add_get("/v1/predictions/{id}", api.get)
     app.router.add_post("/v1/predictions/{id}/cancel", api.cancel)
     app.router.add_get(DELIVERY_PREFIX + "/{id}/{name}", api.deliver)
@@ -290,6 +297,26 @@ class _Replicate:
             return self.error(404, "Not found", "Not found.")
         self.emu.observe(job)
         return web.json_response(self.prediction(request, job))
+
+    async def list(self, request: web.Request) -> web.StreamResponse:
+        """The key's predictions, newest first, a page of :data:`PAGE_SIZE` at a time."""
+        self.emu.provider_stats(PROVIDER).polls += 1
+        refused = self.guard(request, submit=False)
+        if refused is not None:
+            return refused
+        cursor = request.query.get("cursor", "0")
+        if not cursor.isdigit():
+            return self.error(400, "Bad request", "Invalid cursor.")
+        start = int(cursor)
+        newest = [job for job in reversed(self.emu.jobs.values()) if job.provider == PROVIDER]
+        page = newest[start:start + PAGE_SIZE]
+        api = f"{request.scheme}://{request.host}/v1/predictions"
+        following = start + PAGE_SIZE
+        return web.json_response({
+            "previous": f"{api}?cursor={max(0, start - PAGE_SIZE)}" if start else None,
+            "next": f"{api}?cursor={following}" if following < len(newest) else None,
+            "results": [self.prediction(request, job) for job in page],
+        })
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
         refused = self.guard(request, submit=False)

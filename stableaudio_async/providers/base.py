@@ -51,6 +51,7 @@ __all__ = [
     "AudioStream",
     "HttpReply",
     "HttpRequest",
+    "Lookup",
     "ModelSpec",
     "Range",
     "audio_source",
@@ -252,6 +253,19 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A page of a provider's job listing, read for one submit (see :meth:`Adapter.parse_lookup`).
+
+    ``found`` are the jobs on the page made from that submit's body, newest first;
+    ``next_page`` is the URL of the next (older) page, ``None`` when it would hold only jobs
+    created before the submit was first sent, or there is none.
+    """
+
+    found: tuple[RemoteHandle, ...]
+    next_page: str | None
+
+
 class Adapter(ABC):
     """Translates jobs into one provider's requests and its replies into engine types."""
 
@@ -391,6 +405,18 @@ class Adapter(ABC):
     def cancel_request(self, handle: RemoteHandle) -> HttpRequest | None:
         """The request that cancels a running job remotely, or ``None`` where none exists."""
         return None
+
+    def lookup_request(self, page: str | None = None) -> HttpRequest | None:
+        """Where the provider lists the key's recent jobs, newest first (``page``: a URL that
+        :meth:`parse_lookup` returned), so that a submit whose answer was lost can be found
+        rather than sent again; ``None`` where it lists none."""
+        return None
+
+    def parse_lookup(self, reply: HttpReply, submitted: HttpRequest, since: float
+                     ) -> Lookup:
+        """Read a page of :meth:`lookup_request`: the jobs on it created from ``submitted``'s
+        body at or after ``since`` (seconds since the epoch), and whether to read on."""
+        raise NotImplementedError(f"{self.name} lists no jobs")
 
     def parse_poll(self, reply: HttpReply, handle: RemoteHandle) -> RemoteStatus:
         """Read a status reply into one typed status; raise for an error reply."""

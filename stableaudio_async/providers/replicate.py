@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -28,6 +30,7 @@ from stableaudio_async.providers.base import (
     Adapter,
     HttpReply,
     HttpRequest,
+    Lookup,
     ModelSpec,
     Range,
     audio_source,
@@ -157,6 +160,39 @@ class ReplicateAdapter(Adapter):
             url = f"{self.base_url}/v1/predictions/{quote(handle.request_id, safe='')}/cancel"
         return HttpRequest("POST", url, self._headers())
 
+    def lookup_request(self, page: str | None = None) -> HttpRequest | None:
+        """``GET /v1/predictions``: the key's predictions, newest first, by pages."""
+        url = page if self.on_own_origin(page) else f"{self.base_url}/v1/predictions"
+        return HttpRequest("GET", url, self._headers())
+
+    def parse_lookup(self, reply: HttpReply, submitted: HttpRequest, since: float) -> Lookup:
+        """The predictions on the page with the submit's model and exactly its ``input``,
+        created at or after ``since``; read on while the page reaches no older one."""
+        if not 200 <= reply.status < 300:
+            raise self._error(reply)
+        data = self.json_object(reply)
+        results = data.get("results")
+        if not isinstance(results, list):
+            raise ProviderUnavailableError("prediction list has no results",
+                                           provider=self.name, status=reply.status)
+        body = submitted.json if isinstance(submitted.json, Mapping) else {}
+        model = _model_of_url(submitted.url)
+        found: list[RemoteHandle] = []
+        older = False
+        for entry in results:
+            if not isinstance(entry, Mapping):
+                continue
+            created = _epoch(entry.get("created_at"))
+            if created is None or created < since:
+                older = True
+                continue
+            if entry.get("input") == body.get("input") and entry.get("model") == model:
+                reply_of_entry = HttpReply(201, {}, json.dumps(entry).encode(), reply.url)
+                found.append(self.parse_submit(reply_of_entry))
+        following = data.get("next")
+        next_page = following if not older and self.on_own_origin(following) else None
+        return Lookup(tuple(found), next_page)
+
     def _error(self, reply: HttpReply, request_id: str | None = None) -> ProviderError:
         error = error_from_reply(reply, provider=self.name, request_id=request_id)
         if isinstance(error, RateLimitedError) and error.retry_after is None:
@@ -214,3 +250,20 @@ def _audio_from_output(output: Any) -> tuple[AudioSource, ...]:
     # A URL for this model; other models give a list of them, so accept both.
     items = [output] if isinstance(output, str) else output if isinstance(output, list) else []
     return tuple(audio_source(item) for item in items if isinstance(item, str) and item)
+
+
+def _model_of_url(url: str) -> str | None:
+    """``owner/name`` from a ``…/v1/models/{owner}/{name}/predictions`` URL."""
+    found = re.search(r"/v1/models/([^/]+)/([^/]+)/predictions$", url)
+    return f"{found.group(1)}/{found.group(2)}" if found else None
+
+
+def _epoch(stamp: Any) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time (``Z`` allowed), or None."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None

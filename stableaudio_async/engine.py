@@ -676,6 +676,20 @@ class Engine:
             result = run.result(job, JobStatus.FAILED, error=exc.message,
                                 error_type=type(exc).__name__, http_status=exc.status,
                                 price=price if charged or price is None else (0.0, price[1]))
+        except anyio.get_cancelled_exc_class():
+            if self._stopping:
+                # Ended by abort() (the CLI's Ctrl-C) before its outcome: the manifest still
+                # accounts for it, pending, and the journal keeps its id for the rerun.
+                with anyio.CancelScope(shield=True):
+                    run.move("pending")
+                    result = run.result(
+                        job, JobStatus.PENDING, pending_reason="stopped",
+                        error="stopped before it finished: a rerun "
+                              + ("resumes it without submitting it again"
+                                 if run.request_id else "submits it"))
+                    await self._journal.finished(result)
+                    await self._manifest.append(result)
+            raise
         except Exception as exc:  # a bug must fail its job, not the batch
             run.move("failed")
             bound.exception("job.crashed")

@@ -139,6 +139,21 @@ async def test_sigint_exits_130_quickly_and_rerun_sends_no_duplicates(tmp_path) 
         accepted_at_stop = emu.stats["pixazo"].accepted
         code, stdout, _ = await run_cli("status", "--out", str(out), env=ENV)
         assert code == 0 and "left to finish" in stdout
+        # The manifest accounts for every job of the batch: completed, or pending because the
+        # run was stopped (those accepted by then named by their request id), and
+        # `status --json` says the same of each.
+        first = {e["id"]: e for e in manifest(out)}
+        assert len(first) == 120
+        pending = [e for e in first.values() if e["status"] != "completed"]
+        assert pending and {(e["status"], e["pending_reason"]) for e in pending} == {
+            ("pending", "stopped")}
+        assert sum(1 for e in first.values() if e["request_id"]) == accepted_at_stop
+        code, stdout, _ = await run_cli("status", "--out", str(out), "--json", env=ENV)
+        status = {s["id"]: s for s in map(json.loads, stdout.splitlines())}
+        assert code == 0 and set(status) == set(first)
+        assert all((status[i]["status"], status[i]["pending_reason"], status[i]["request_id"])
+                   == (e["status"], e["pending_reason"], e["request_id"])
+                   for i, e in first.items())
         code, _, stderr = await run_cli(*args, env=ENV)
         stats = emu.stats["pixazo"]
     # Within the fail_after above; how quickly depends on the machine, so it is printed only.

@@ -205,7 +205,7 @@ class FalAdapter(Adapter):
         audio produced, so no failure is charged.
         """
         request_id = handle.request_id
-        if reply.status == 200:
+        if 200 <= reply.status < 300:
             data = self.json_object(reply, request_id)
             output = data.get("audio")
             if output is None:

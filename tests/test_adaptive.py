@@ -8,11 +8,11 @@ import functools
 import pytest
 import structlog
 
-from stableaudio_async import engine
+from stableaudio_async import runtime
 from stableaudio_async.config import CircuitPolicy, ProviderSettings, RateLimit
-from stableaudio_async.engine import _Provider
 from stableaudio_async.errors import ProviderUnavailableError, RateLimitedError
 from stableaudio_async.ratelimit import RateLimiter
+from stableaudio_async.runtime import ProviderRuntime as _Provider
 
 
 def max_in_window(slots: list[float], window: float) -> int:
@@ -66,7 +66,7 @@ async def test_circuit_opens_after_a_run_of_failures_and_doubles(
     The provider builds its limiters as ever, but on a clock that stands still, so each pause
     reads back exactly as long as the circuit made it.
     """
-    monkeypatch.setattr(engine, "RateLimiter", functools.partial(RateLimiter, clock=lambda: 0.0))
+    monkeypatch.setattr(runtime, "RateLimiter", functools.partial(RateLimiter, clock=lambda: 0.0))
     p = provider(failures=5, cooldown=2.0, max_cooldown=5.0)
     log = structlog.get_logger()
     error = ProviderUnavailableError("HTTP 503", provider="pixazo", status=503)

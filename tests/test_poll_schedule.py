@@ -13,7 +13,7 @@ import pytest
 from stableaudio_async import Engine, Job
 from stableaudio_async.config import PollPolicy, Settings
 from stableaudio_async.emulator import EmulatedJob, EmulatedLimit, Emulator
-from stableaudio_async.engine import _prior
+from stableaudio_async.fetch import prior as _prior
 from stableaudio_async.http import send
 from stableaudio_async.models import Succeeded
 from stableaudio_async.polling import CompletionTimes, poll_until_done

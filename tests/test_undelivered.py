@@ -14,7 +14,7 @@ from stableaudio_async import Engine, Job, JobStatus
 from stableaudio_async.config import Settings
 from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.faults import FaultRates
-from stableaudio_async.engine import _same_resource
+from stableaudio_async.fetch import same_resource as _same_resource
 from stableaudio_async.journal import JobState, read_records
 from stableaudio_async.models import AudioURL, InlineAudio
 

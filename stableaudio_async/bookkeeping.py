@@ -16,10 +16,10 @@ import anyio
 from stableaudio_async.budget import USD_PER_UNIT, Budget, price_usd
 from stableaudio_async.config import Settings
 from stableaudio_async.download import TEMP_SUFFIX
-from stableaudio_async.journal import JobStore
 from stableaudio_async.lifecycle import HeldBack
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import Job, JobResult
+from stableaudio_async.store import JobStore
 
 __all__ = ["Ledger", "intact"]
 

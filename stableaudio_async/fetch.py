@@ -21,7 +21,6 @@ from stableaudio_async.errors import (
     RateLimitedError,
 )
 from stableaudio_async.http import send
-from stableaudio_async.journal import JobStore
 from stableaudio_async.lifecycle import JobPhase, JobRun
 from stableaudio_async.models import (
     AudioSource,
@@ -37,6 +36,7 @@ from stableaudio_async.polling import fetch_status, poll_until_done
 from stableaudio_async.providers import adapter_class
 from stableaudio_async.ratelimit import slot
 from stableaudio_async.runtime import ProviderRuntime, StopControl
+from stableaudio_async.store import JobStore
 
 __all__ = ["Fetcher", "destination", "same_resource"]
 

@@ -27,10 +27,10 @@ from stableaudio_async.errors import (
     ProviderError,
 )
 from stableaudio_async.fetch import Fetcher
-from stableaudio_async.journal import JobRecord, JobState
 from stableaudio_async.lifecycle import HeldBack, JobPhase, JobRun, Undelivered, accept
 from stableaudio_async.models import Job, JobResult, JobStatus, Queued, RemoteHandle, Timings
 from stableaudio_async.runtime import ProviderRuntime, StopControl
+from stableaudio_async.store import JobRecord, JobState
 from stableaudio_async.submit import LOOKUP_SKEW, Submitter
 
 __all__ = ["JobRunner"]

@@ -28,7 +28,6 @@ from stableaudio_async.errors import (
     JobFailedError,
     ProviderUnavailableError,
 )
-from stableaudio_async.journal import JobState
 from stableaudio_async.models import (
     Failed,
     Job,
@@ -39,6 +38,7 @@ from stableaudio_async.models import (
     Succeeded,
     Timings,
 )
+from stableaudio_async.store import JobState
 
 __all__ = ["JOURNALLED", "TRANSITIONS", "Counts", "HeldBack", "JobPhase", "JobRun",
            "Undelivered", "accept", "check_finish"]

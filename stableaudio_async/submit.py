@@ -23,12 +23,12 @@ from stableaudio_async.download import WrittenFile, fetch_audio, write_body
 from stableaudio_async.errors import DownloadError, ProviderError, ProviderUnavailableError
 from stableaudio_async.fetch import destination
 from stableaudio_async.http import HttpRequest, open_reply, read_reply, send, translate_errors
-from stableaudio_async.journal import JobStore
 from stableaudio_async.lifecycle import JobPhase, JobRun, accept, check_finish
 from stableaudio_async.models import Job, RemoteHandle, Running
 from stableaudio_async.providers.base import AUDIO_SUFFIXES, is_url
 from stableaudio_async.ratelimit import slot
 from stableaudio_async.runtime import ProviderRuntime, StopControl
+from stableaudio_async.store import JobStore
 
 __all__ = ["LOOKUP_SKEW", "Submitter"]
 

@@ -13,7 +13,6 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import aiohttp
@@ -102,12 +101,7 @@ class Engine:
         await self._tg.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         assert self._tg is not None and self._session is not None
         try:
             # Work still running here belongs to a run() its caller abandoned: stop it. The

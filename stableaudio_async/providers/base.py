@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeGuard
@@ -56,6 +56,7 @@ __all__ = [
     "Range",
     "audio_source",
     "check_job",
+    "completed",
     "error_from_reply",
     "is_url",
     "local_audio_problem",
@@ -159,6 +160,19 @@ AUDIO_SUFFIXES: Mapping[str, str] = {
     ".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".m4a": "audio/mp4",
     ".aac": "audio/aac", ".flac": "audio/flac",
 }
+
+
+def completed(read: Callable[[], tuple[AudioSource, ...]], missing: str, *,
+              seed: int | None = None, charged: bool = True) -> Succeeded | Failed:
+    """A "completed" status as the audio ``read`` finds in it, or the job's failure when that
+    audio is missing (``missing`` says how) or unreadable inline audio."""
+    try:
+        audio = read()
+    except ValueError as exc:
+        return Failed(f"unreadable inline audio: {exc}", charged=charged)
+    if not audio:
+        return Failed(missing, charged=charged)
+    return Succeeded(audio, seed)
 
 
 def audio_source(url: str, content_type: str | None = None) -> AudioSource:

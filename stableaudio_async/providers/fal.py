@@ -32,6 +32,7 @@ from stableaudio_async.providers.base import (
     Range,
     audio_source,
     check_job,
+    completed,
     error_from_reply,
     is_url,
     local_audio_problem,
@@ -210,14 +211,10 @@ class FalAdapter(Adapter):
             output = data.get("audio")
             if output is None:
                 output = data.get("audio_file")
-            try:
-                audio = _audio_from_file(output)
-            except ValueError as exc:
-                return Failed(f"unreadable inline audio: {exc}", charged=False)
-            if not audio:
-                return Failed("fal returned a result without any audio", charged=False)
             seed = data.get("seed")
-            return Succeeded(audio, seed if isinstance(seed, int) and not isinstance(seed, bool)
+            return completed(lambda: _audio_from_file(output),
+                             "fal returned a result without any audio", charged=False,
+                             seed=seed if isinstance(seed, int) and not isinstance(seed, bool)
                              else None)
         error_type = _error_type(reply)
         if reply.status in (401, 403, 429) or (reply.status >= 500 and error_type is None):

@@ -15,7 +15,6 @@ from stableaudio_async.models import (
     RemoteHandle,
     RemoteStatus,
     Running,
-    Succeeded,
     Task,
 )
 from stableaudio_async.providers.base import (
@@ -26,6 +25,7 @@ from stableaudio_async.providers.base import (
     Range,
     audio_source,
     check_job,
+    completed,
     error_from_reply,
 )
 
@@ -127,13 +127,8 @@ class PixazoAdapter(Adapter):
         if word == "QUEUED":
             return Queued()
         if word == "COMPLETED":
-            try:
-                audio = _audio_from_output(data.get("output"))
-            except ValueError as exc:
-                return Failed(f"unreadable inline audio: {exc}")
-            if not audio:
-                return Failed("provider reported COMPLETED without any audio")
-            return Succeeded(audio)
+            return completed(lambda: _audio_from_output(data.get("output")),
+                             "provider reported COMPLETED without any audio")
         if word == "FAILED":
             return Failed(str(data.get("error") or "generation failed"))
         if word == "ERROR":

@@ -23,7 +23,6 @@ from stableaudio_async.models import (
     RemoteHandle,
     RemoteStatus,
     Running,
-    Succeeded,
     Task,
 )
 from stableaudio_async.providers.base import (
@@ -35,6 +34,7 @@ from stableaudio_async.providers.base import (
     Range,
     audio_source,
     check_job,
+    completed,
     error_from_reply,
 )
 from stableaudio_async.retry import RETRY_AFTER_CAP
@@ -216,14 +216,9 @@ class ReplicateAdapter(Adapter):
             if data.get("data_removed") is True:
                 return Failed("output deleted: Replicate removes outputs an hour after "
                               "creation (data_removed)")
-            try:
-                audio = _audio_from_output(data.get("output"))
-            except ValueError as exc:
-                return Failed(f"unreadable inline audio: {exc}")
-            if not audio:
-                return Failed("output deleted or missing: the prediction succeeded "
-                              "without an output URL")
-            return Succeeded(audio)
+            return completed(lambda: _audio_from_output(data.get("output")),
+                             "output deleted or missing: the prediction succeeded without an "
+                             "output URL")
         if word == "failed":
             # Nothing published says a failed run of this model is free: assume it is billed.
             return Failed(reason or "prediction failed")

@@ -41,7 +41,6 @@ from stableaudio_async.models import (
     RemoteHandle,
     RemoteStatus,
     Running,
-    Succeeded,
     Task,
 )
 from stableaudio_async.providers.base import (
@@ -53,6 +52,7 @@ from stableaudio_async.providers.base import (
     Range,
     audio_source,
     check_job,
+    completed,
     error_from_reply,
     is_url,
     local_audio_problem,
@@ -275,13 +275,8 @@ class WaveSpeedAdapter(Adapter):
         if word == "processing":
             return Running()
         if word == "completed":
-            try:
-                audio = _audio_from_outputs(data.get("outputs"))
-            except ValueError as exc:
-                return Failed(f"unreadable inline audio: {exc}")
-            if not audio:
-                return Failed("provider reported completed without any outputs")
-            return Succeeded(audio)
+            return completed(lambda: _audio_from_outputs(data.get("outputs")),
+                             "provider reported completed without any outputs")
         if word in _ENDED:
             # Reported with HTTP 200 (or, read loosely, an HTTP error); whether WaveSpeed
             # bills it is not published. The official SDK ends on these words too.

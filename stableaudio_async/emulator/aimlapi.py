@@ -13,7 +13,6 @@ none), body (400), credits (403 "no credits"). No webhooks and no cancel route e
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from datetime import UTC, datetime
@@ -22,7 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from stableaudio_async.emulator.audio import CONTENT_TYPES
-from stableaudio_async.emulator.server import EmulatedJob, Emulator
+from stableaudio_async.emulator.pipeline import Call, Contract, Routes, authorization
+from stableaudio_async.emulator.server import Emulator
+from stableaudio_async.emulator.state import EmulatedJob
 
 __all__ = ["add_routes"]
 
@@ -45,48 +46,42 @@ _FAILURES = {
 }
 
 
+def _error(call: Call, status: int, message: str) -> web.Response:
+    """A reply in AI/ML API's error shape."""
+    return call.error(status, {
+        "message": message,
+        "path": call.request.path,
+        "requestId": str(uuid.uuid4()),
+        "statusCode": status,
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    })
+
+
+#: Key first, then the rate limit (every call counts).
+CONTRACT = Contract(
+    provider=PROVIDER,
+    key=authorization("Bearer"),
+    unauthorized=lambda call: _error(call, 401, "Unauthorized: invalid or missing API key"),
+    throttled=lambda call, wait: _error(call, 429, "Too many requests, please try again later"),
+    invalid_json=lambda call: _error(call, 400, "request body is not valid JSON"),
+    not_object=lambda call: _error(call, 400, "request body must be a JSON object"),
+)
+
+
 def add_routes(app: web.Application, emu: Emulator) -> None:
     """Mount AI/ML API's audio generation routes on ``app``."""
     # Bytes per finished generation, so a poll's file_size costs one render, not one each.
     sizes: dict[str, int] = {}
 
-    async def submit(request: web.Request) -> web.StreamResponse:
-        return await _submit(request, emu)
+    async def status(call: Call) -> web.StreamResponse:
+        return await _status(call, sizes)
 
-    async def status(request: web.Request) -> web.StreamResponse:
-        return await _status(request, emu, sizes)
-
-    app.router.add_post(ROUTE, submit)
-    app.router.add_get(ROUTE, status)
+    routes = Routes(app, emu, CONTRACT)
+    routes.submit(ROUTE, _submit)
+    routes.poll(ROUTE, status)
 
 
-def _error(request: web.Request, emu: Emulator, status: int, message: str) -> web.Response:
-    """A reply in AI/ML API's error shape, counted by status."""
-    emu.provider_stats(PROVIDER).errors[status] += 1
-    return web.json_response({
-        "message": message,
-        "path": request.path,
-        "requestId": str(uuid.uuid4()),
-        "statusCode": status,
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    }, status=status)
-
-
-def _guard(request: web.Request, emu: Emulator, *, submit: bool) -> web.Response | None:
-    """Key first, then the rate limit (every call counts)."""
-    emu.provider_stats(PROVIDER).requests += 1
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or key != emu.config.api_key:
-        return _error(request, emu, 401, "Unauthorized: invalid or missing API key")
-    if emu.admit(PROVIDER, key, submit=submit) is not None:
-        return _error(request, emu, 429, "Too many requests, please try again later")
-    return None
-
-
-def _validate(params: Any) -> str | None:
-    if not isinstance(params, dict):
-        return "request body must be a JSON object"
+def _validate(params: dict[str, Any]) -> str | None:
     if params.get("model") != MODEL:
         return f"model must be one of the following values: {MODEL}"
     prompt = params.get("prompt")
@@ -105,56 +100,38 @@ def _validate(params: Any) -> str | None:
     return None
 
 
-async def _submit(request: web.Request, emu: Emulator) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.submits += 1
-    refused = _guard(request, emu, submit=True)
-    if refused is not None:
-        return refused
-    body = await request.read()
-    try:
-        params = json.loads(body)
-    except ValueError:
-        return _error(request, emu, 400, "request body is not valid JSON")
+async def _submit(call: Call) -> web.StreamResponse:
+    params = await call.json()
     problem = _validate(params)
     if problem is not None:
-        return _error(request, emu, 400, problem)
+        return _error(call, 400, problem)
+    emu = call.emu
     if not emu.has_balance(PROVIDER):
-        return _error(request, emu, 403, "You do not have enough credits to run this model. "
-                                         "Top up your balance to continue.")
+        return _error(call, 403, "You do not have enough credits to run this model. "
+                                 "Top up your balance to continue.")
     # Only the documented fields: anything else in the body is ignored, not rendered from.
     known = {name: int(params[name]) for name in _INTEGERS if params.get(name) is not None}
     job = emu.create_job(PROVIDER, MODEL, {
         "prompt": params["prompt"], **known,
         "duration": known.get("seconds_total", DEFAULT_SECONDS_TOTAL), "seed": None,
         "output_format": OUTPUT_FORMAT,
-    }, body)
-    # The shared store names jobs "<model>_<uuid>"; this API's ids are "<uuid>:<model>".
-    del emu.jobs[job.request_id]
-    job.request_id = f"{uuid.uuid4()}:{MODEL}"
-    emu.jobs[job.request_id] = job
+    }, call.body, request_id=f"{uuid.uuid4()}:{MODEL}")
     return web.json_response({"id": job.request_id, "status": "queued"})
 
 
-async def _status(request: web.Request, emu: Emulator, sizes: dict[str, int]
-                  ) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.polls += 1
-    refused = _guard(request, emu, submit=False)
-    if refused is not None:
-        return refused
-    generation_id = request.query.get("generation_id")
+async def _status(call: Call, sizes: dict[str, int]) -> web.StreamResponse:
+    generation_id = call.request.query.get("generation_id")
     if not generation_id:
-        return _error(request, emu, 400, "generation_id must be a string")
-    job = emu.jobs.get(generation_id)
-    if job is None or job.provider != PROVIDER:
-        return _error(request, emu, 404, f"Generation {generation_id} not found")
-    emu.observe(job)
-    return web.json_response(await _generation(request, emu, job, sizes))
+        return _error(call, 400, "generation_id must be a string")
+    job = call.find(generation_id)
+    if job is None:
+        return _error(call, 404, f"Generation {generation_id} not found")
+    call.emu.observe(job)
+    return web.json_response(await _generation(call, job, sizes))
 
 
-async def _generation(request: web.Request, emu: Emulator, job: EmulatedJob,
-                      sizes: dict[str, int]) -> dict[str, Any]:
+async def _generation(call: Call, job: EmulatedJob, sizes: dict[str, int]) -> dict[str, Any]:
+    emu = call.emu
     phase = emu.phase(job)
     body: dict[str, Any] = {"id": job.request_id, "status": "queued", "audio_file": None,
                             "error": None}
@@ -169,7 +146,7 @@ async def _generation(request: web.Request, emu: Emulator, job: EmulatedJob,
             size = sizes[job.request_id] = len(data)
         body["status"] = "completed"
         body["audio_file"] = {
-            "url": emu.cdn_url(request, job),
+            "url": emu.cdn_url(call.request, job),
             "content_type": CONTENT_TYPES[OUTPUT_FORMAT],
             "file_name": f"{job.request_id.partition(':')[0]}.{OUTPUT_FORMAT}",
             "file_size": size,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import random
 import uuid
 from datetime import UTC, datetime
@@ -35,7 +34,9 @@ from typing import Any
 
 from aiohttp import web
 
-from stableaudio_async.emulator.server import EmulatedJob, Emulator
+from stableaudio_async.emulator.pipeline import Call, Contract, Routes, authorization
+from stableaudio_async.emulator.server import Emulator
+from stableaudio_async.emulator.state import EmulatedJob
 
 __all__ = ["add_routes"]
 
@@ -100,58 +101,72 @@ class _Queue:
         return ahead
 
 
+def _error(call: Call, status: int, body: dict[str, Any], error_type: str | None = None
+           ) -> web.Response:
+    """An error reply; one with an ``error_type`` names it in the body and a header too."""
+    if error_type is None:
+        return call.error(status, body)
+    return call.error(status, {**body, "error_type": error_type},
+                      headers={"X-Fal-Error-Type": error_type})
+
+
+def _key(request: web.Request) -> str | None:
+    """``Authorization: Key <key>``; None when absent, in another scheme, or empty."""
+    return authorization("Key")(request) or None
+
+
+def _unprocessable(call: Call, msg: str, kind: str) -> web.Response:
+    """A 422 for the body as a whole, in FastAPI's shape."""
+    return _error(call, 422, {"detail": [{"loc": ["body"], "msg": msg, "type": kind}]})
+
+
+#: fal's checks, in order: the ``Key`` authorization, then a rate limit if one is set (fal
+#: limits concurrency, not rate; a limit configured for tests still answers 429).
+CONTRACT = Contract(
+    provider=PROVIDER,
+    key=_key,
+    unauthorized=lambda call: _error(call, 401, {
+        "detail": "No user found for Key ID and Secret" if call.key
+        else "Authentication is required to access this application."}),
+    throttled=lambda call, wait: _error(call, 429, {"detail": "Rate limit exceeded"}),
+    invalid_json=lambda call: _unprocessable(call, "JSON decode error", "json_invalid"),
+    not_object=lambda call: _unprocessable(call, "Input should be a valid dictionary",
+                                           "dict_type"),
+    not_found=lambda call: _error(call, 404, {"detail": "Request not found"}),
+)
+
+
 def add_routes(app: web.Application, emu: Emulator) -> None:
     """Mount fal's queue routes for Stable Audio 2.5 and Stable Audio Open on ``app``."""
     queue = _Queue(emu)
+    routes = Routes(app, emu, CONTRACT)
     for task in TASKS:
 
-        async def submit(request: web.Request, task: str = task) -> web.StreamResponse:
-            return await _submit(request, emu, queue, SA25, task)
+        async def submit(call: Call, task: str = task) -> web.StreamResponse:
+            return await _submit(call, queue, SA25, task)
 
-        app.router.add_post(f"/{SA25}/{task}", submit)
+        routes.submit(f"/{SA25}/{task}", submit)
 
-    async def submit_open(request: web.Request) -> web.StreamResponse:
-        return await _submit(request, emu, queue, SA_OPEN, "text-to-audio")
+    async def submit_open(call: Call) -> web.StreamResponse:
+        return await _submit(call, queue, SA_OPEN, "text-to-audio")
 
-    app.router.add_post(f"/{SA_OPEN}", submit_open)
+    routes.submit(f"/{SA_OPEN}", submit_open)
 
     # Status, result and cancel live under the model id alone, never under a task sub-path.
     for model in (SA25, SA_OPEN):
 
-        async def status(request: web.Request, model: str = model) -> web.StreamResponse:
-            return await _status(request, emu, queue, model)
+        async def status(call: Call, model: str = model) -> web.StreamResponse:
+            return await _status(call, queue, model)
 
-        async def response(request: web.Request, model: str = model) -> web.StreamResponse:
-            return await _response(request, emu, model)
+        async def response(call: Call, model: str = model) -> web.StreamResponse:
+            return await _response(call, model)
 
-        async def cancel(request: web.Request, model: str = model) -> web.StreamResponse:
-            return await _cancel(request, emu, queue, model)
+        async def cancel(call: Call, model: str = model) -> web.StreamResponse:
+            return await _cancel(call, queue, model)
 
-        app.router.add_get(f"/{model}/requests/{{request_id}}/status", status)
-        app.router.add_get(f"/{model}/requests/{{request_id}}", response)
-        app.router.add_put(f"/{model}/requests/{{request_id}}/cancel", cancel)
-
-
-def _error(emu: Emulator, status: int, body: dict[str, Any],
-           headers: dict[str, str] | None = None) -> web.Response:
-    """An error reply, counted by status."""
-    emu.provider_stats(PROVIDER).errors[status] += 1
-    return web.json_response(body, status=status, headers=headers)
-
-
-def _guard(request: web.Request, emu: Emulator, *, submit: bool) -> web.Response | None:
-    """fal's checks, in order: the ``Key`` authorization, then a rate limit if one is set."""
-    emu.provider_stats(PROVIDER).requests += 1
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "key" or not key.strip():
-        return _error(emu, 401, {
-            "detail": "Authentication is required to access this application."})
-    if key.strip() != emu.config.api_key:
-        return _error(emu, 401, {"detail": "No user found for Key ID and Secret"})
-    # fal limits concurrency, not rate; a limit configured for tests still answers 429.
-    if emu.admit(PROVIDER, key.strip(), submit=submit) is not None:
-        return _error(emu, 429, {"detail": "Rate limit exceeded"})
-    return None
+        routes.poll(f"/{model}/requests/{{request_id}}/status", status)
+        routes.poll(f"/{model}/requests/{{request_id}}", response)
+        routes.add("PUT", f"/{model}/requests/{{request_id}}/cancel", cancel)
 
 
 class _Checker:
@@ -252,27 +267,14 @@ def _validate(model: str, task: str, params: dict[str, Any]) -> list[dict[str, A
     return check.errors
 
 
-async def _submit(request: web.Request, emu: Emulator, queue: _Queue, model: str, task: str
-                  ) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.submits += 1
-    refused = _guard(request, emu, submit=True)
-    if refused is not None:
-        return refused
-    body = await request.read()
-    try:
-        params = json.loads(body)
-    except ValueError:
-        return _error(emu, 422, {"detail": [{"loc": ["body"], "msg": "JSON decode error",
-                                             "type": "json_invalid"}]})
-    if not isinstance(params, dict):
-        return _error(emu, 422, {"detail": [{"loc": ["body"], "msg": "Input should be a valid "
-                                             "dictionary", "type": "dict_type"}]})
+async def _submit(call: Call, queue: _Queue, model: str, task: str) -> web.StreamResponse:
+    params = await call.json()
     errors = _validate(model, task, params)
     if errors:
-        return _error(emu, 422, {"detail": errors})
+        return _error(call, 422, {"detail": errors})
+    emu = call.emu
     if not emu.has_balance(PROVIDER):
-        return _error(emu, 403, {"detail": _BALANCE_DETAIL})
+        return _error(call, 403, {"detail": _BALANCE_DETAIL})
     length_key = "total_seconds" if task == "audio-to-audio" else "seconds_total"
     default_length = 30 if model == SA_OPEN else 190
     job_params = {
@@ -284,13 +286,10 @@ async def _submit(request: web.Request, emu: Emulator, queue: _Queue, model: str
         "seed": params.get("seed") if params.get("seed") is not None
         else random.randint(0, MAX_SEED),
     }
-    job = emu.create_job(PROVIDER, model, job_params, body)
-    # fal's request ids are bare UUIDs; the server's `{model}_{uuid}` would hold slashes here.
-    del emu.jobs[job.request_id]
-    job.request_id = str(uuid.uuid4())
-    emu.jobs[job.request_id] = job
+    # fal's request ids are bare UUIDs (a `{model}_{uuid}` would hold slashes here).
+    job = emu.create_job(PROVIDER, model, job_params, call.body, request_id=str(uuid.uuid4()))
     queue.schedule(job)
-    base = f"{request.scheme}://{request.host}/{model}/requests/{job.request_id}"
+    base = f"{call.base_url}/{model}/requests/{job.request_id}"
     return web.json_response({
         "request_id": job.request_id,
         "status": "IN_QUEUE",
@@ -301,30 +300,12 @@ async def _submit(request: web.Request, emu: Emulator, queue: _Queue, model: str
     })
 
 
-def _find(emu: Emulator, model: str, request_id: str) -> EmulatedJob | None:
-    job = emu.jobs.get(request_id)
-    if job is None or job.provider != PROVIDER or job.model != model:
-        return None
-    return job
-
-
-def _not_found(emu: Emulator) -> web.Response:
-    return _error(emu, 404, {"detail": "Request not found"})
-
-
-async def _status(request: web.Request, emu: Emulator, queue: _Queue, model: str
-                  ) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.polls += 1
-    refused = _guard(request, emu, submit=False)
-    if refused is not None:
-        return refused
-    job = _find(emu, model, request.match_info["request_id"])
-    if job is None:
-        return _not_found(emu)
+async def _status(call: Call, queue: _Queue, model: str) -> web.StreamResponse:
+    emu = call.emu
+    job = call.job(call.request.match_info["request_id"], model=model)
     emu.observe(job)
-    response_url = (f"{request.scheme}://{request.host}/{model}/requests/{job.request_id}")
-    want_logs = request.query.get("logs") in ("1", "true")
+    response_url = f"{call.base_url}/{model}/requests/{job.request_id}"
+    want_logs = call.request.query.get("logs") in ("1", "true")
     phase = emu.phase(job)
     if job.cancelled_at is not None or phase == "DONE":
         # A cancelled request leaves the queue finished; its response_url says how.
@@ -338,7 +319,7 @@ async def _status(request: web.Request, emu: Emulator, queue: _Queue, model: str
     # fal answers 202 Accepted while the request is still queued or running, and 200 only
     # once it is COMPLETED (as fal-client reads it: only 4xx/5xx are errors); the loose
     # reading answers 200 throughout, as the documentation's examples do not say.
-    pending = 202 if emu.config.reading(PROVIDER) == "strict" else 200
+    pending = 202 if call.reading == "strict" else 200
     if phase == "QUEUED":
         return web.json_response({"status": "IN_QUEUE", "queue_position": queue.position(job),
                                   "response_url": response_url}, status=pending)
@@ -348,37 +329,29 @@ async def _status(request: web.Request, emu: Emulator, queue: _Queue, model: str
                               "logs": logs}, status=pending)
 
 
-async def _response(request: web.Request, emu: Emulator, model: str) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.polls += 1
-    refused = _guard(request, emu, submit=False)
-    if refused is not None:
-        return refused
-    job = _find(emu, model, request.match_info["request_id"])
-    if job is None:
-        return _not_found(emu)
+async def _response(call: Call, model: str) -> web.StreamResponse:
+    emu = call.emu
+    job = call.job(call.request.match_info["request_id"], model=model)
     if job.cancelled_at is not None:
-        return _error(emu, 499, {"detail": "Request was cancelled by the client",
-                                 "error_type": "client_cancelled"},
-                      headers={"X-Fal-Error-Type": "client_cancelled"})
+        return _error(call, 499, {"detail": "Request was cancelled by the client"},
+                      "client_cancelled")
     if emu.phase(job) != "DONE":
-        return _error(emu, 400, {"detail": "Request is still in progress"})
+        return _error(call, 400, {"detail": "Request is still in progress"})
     if job.outcome == "FAILED":
-        return _error(emu, 422, {"detail": [{
+        return _error(call, 422, {"detail": [{
             "loc": ["body", "prompt"],
             "msg": "Generation failed: the model could not produce audio for this prompt",
             "type": "generation_failed", "input": job.prompt}]})
     if job.outcome == "ERROR":
         # A runner that kept failing: fal re-queues it, then stores the error as the result.
-        return _error(emu, 500, {"detail": "Runner encountered an internal server error",
-                                 "error_type": "runner_server_error"},
-                      headers={"X-Fal-Error-Type": "runner_server_error"})
+        return _error(call, 500, {"detail": "Runner encountered an internal server error"},
+                      "runner_server_error")
     # Rendered off the event loop, as the CDN does.
     data, content_type = await emu.render_off_loop(job)
     if job.params.get("sync_mode"):
         url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
     else:
-        url = emu.cdn_url(request, job)
+        url = emu.cdn_url(call.request, job)
     audio = {"url": url, "content_type": content_type,
              "file_name": f"{job.request_id}.{FORMAT}", "file_size": len(data)}
     if model == SA_OPEN:
@@ -386,18 +359,15 @@ async def _response(request: web.Request, emu: Emulator, model: str) -> web.Stre
     return web.json_response({"audio": audio, "seed": job.params["seed"]})
 
 
-async def _cancel(request: web.Request, emu: Emulator, queue: _Queue, model: str
-                  ) -> web.StreamResponse:
-    refused = _guard(request, emu, submit=False)
-    if refused is not None:
-        return refused
-    job = _find(emu, model, request.match_info["request_id"])
+async def _cancel(call: Call, queue: _Queue, model: str) -> web.StreamResponse:
+    emu = call.emu
+    job = call.find(call.request.match_info["request_id"], model=model)
     if job is None:
-        return _error(emu, 404, {"status": "NOT_FOUND"})
+        return _error(call, 404, {"status": "NOT_FOUND"})
     if job.cancelled_at is not None or emu.phase(job) == "DONE":
-        return _error(emu, 400, {"status": "ALREADY_COMPLETED"})
+        return _error(call, 400, {"status": "ALREADY_COMPLETED"})
     # Queued: dropped from the queue; running: the runner is told to stop, and does.
     job.cancelled_at = emu.now()
-    emu.provider_stats(PROVIDER).cancelled += 1
+    call.stats.cancelled += 1
     queue.release(job)
     return web.json_response({"status": "CANCELLATION_REQUESTED"}, status=202)

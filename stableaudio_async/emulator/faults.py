@@ -1,20 +1,21 @@
 """Fault injection for the emulator: per-provider rates of the failures a client must survive.
 
 Each provider may be given a :class:`FaultRates` (``EmulatorConfig.faults``, or a
-``[faults.<provider>]`` table in the emulator's TOML). With none, the emulator is exactly the
-faithful one. Where each fault strikes:
+``[faults.<provider>]`` table in the emulator's TOML; the class lives with the rest of the
+configuration in :mod:`.config`). With none, the emulator is exactly the faithful one. Where
+each fault strikes:
 
 - ``submit_503``, ``submit_5xx``, ``poll_5xx``, ``burst_429``: an aiohttp middleware, before
   the provider's own handler runs, so an injected reply creates nothing, changes no job and
-  counts against no rate-limit window. The reply is ``{"error": "injected fault", "message": …}`` with the
-  fault's status; adapters map by status code.
+  counts against no rate-limit window. The reply is ``{"error": "injected fault", "message":
+  …}`` with the fault's status; adapters map by status code.
 - ``submit_lost_reply``: the same middleware, after the handler: a submit the provider
   accepted gets a 500 or 502 in place of its reply.
 - ``cdn_reset``, ``cdn_truncate``, ``cdn_slow``: the same middleware, on the way out of every
   file route (the shared ``/cdn/…`` and the routes a provider module serves its own files on),
   which also answers ``Range: bytes=…`` with 206 there.
 - ``url_expiry``: the shared CDN's URLs are signed with a deadline when they are handed out
-  (:meth:`FaultInjector.signed_query`, from ``Emulator.cdn_url``); once it has passed the CDN
+  (:meth:`FaultInjector.signed_query`, from ``Cdn.url``); once it has passed the CDN
   answers 403, and a fresh status reply hands out a fresh URL. ``url_stale`` answers a file's
   first request so, whenever it comes.
 - ``job_failed``, ``job_error``: ``Emulator.create_job`` (:meth:`FaultInjector.job_outcome`).
@@ -37,17 +38,16 @@ import struct
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Literal
 from urllib.parse import urlencode
 
 import anyio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_urldispatcher import AbstractRoute
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-if TYPE_CHECKING:
-    from stableaudio_async.emulator.server import Emulator, ProviderStats
+from stableaudio_async.emulator.config import FaultRates
+from stableaudio_async.emulator.state import EmulatorState, ProviderStats, retry_after_header
 
 __all__ = ["FaultInjector", "FaultRates", "RangeNotSatisfiable", "parse_range", "route_kind"]
 
@@ -55,7 +55,7 @@ RouteKind = Literal["submit", "poll", "file", "other"]
 
 #: Module constants naming the path prefix a provider module serves its own files under.
 FILE_PREFIX_NAMES = ("MEDIA_PREFIX", "DELIVERY_PREFIX")
-#: The shared CDN's prefix (``Emulator._cdn``).
+#: The shared CDN's prefix (:class:`.cdn.Cdn`).
 CDN_PREFIX = "/cdn/"
 #: A burst's Retry-After, in emulated seconds: a burst lasts a number of requests, not a time.
 BURST_RETRY_AFTER = 1.0
@@ -64,59 +64,6 @@ BURST_RETRY_AFTER = 1.0
 SLOW_CHUNKS = 8
 SLOW_PAUSE = 0.25
 MAX_SLOW_PAUSE = 0.025
-
-#: How often a fault strikes: 0 never, 1 always.
-Probability = Annotated[float, Field(ge=0, le=1)]
-
-
-class FaultRates(BaseModel):
-    """How often each fault strikes one provider; probabilities from 0 (never) to 1 (always)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    #: A submit answered 503 before the job is accepted: nothing is created, a retry is safe.
-    submit_503: Probability = 0.0
-    #: A submit answered 500 or 502 before the job is accepted: nothing is created, but a
-    #: client cannot know that (a 5xx may also come after the job was created).
-    submit_5xx: Probability = 0.0
-    #: A submit the provider accepted (the job is created, counted and billed) whose reply is
-    #: replaced by a 500 or 502, as a gateway timing out after the provider said yes: the
-    #: case a client can only tell from a lookup, where the provider has one (Replicate).
-    submit_lost_reply: Probability = 0.0
-    #: A status poll or result fetch answered 500 or 503; the job carries on unaffected.
-    poll_5xx: Probability = 0.0
-    #: A submit or poll starts a burst of ``burst_length`` requests (itself included) answered
-    #: 429, counted in ``ProviderStats.injected_429`` and never in ``rate_limited``.
-    burst_429: Probability = 0.0
-    burst_length: int = Field(default=5, ge=1)
-    #: Whether the burst's 429s carry a Retry-After (one emulated second, scaled).
-    burst_retry_after: bool = False
-    #: A download's connection is reset (RST) after about half of the body.
-    cdn_reset: Probability = 0.0
-    #: A download ends (the connection closed) after about half of the body its
-    #: Content-Length promises.
-    cdn_truncate: Probability = 0.0
-    #: A download is sent in pieces with short (scaled) pauses between them.
-    cdn_slow: Probability = 0.0
-    #: Most resets and truncations per file, so that a client that retries (with Range) gets
-    #: it whole in the end.
-    cdn_faults_per_file: int = Field(default=2, ge=0)
-    #: Emulated seconds a shared-CDN URL stays valid once handed out; then it answers 403.
-    url_expiry: float | None = Field(default=None, gt=0)
-    #: A shared-CDN file's first request answers 403 as if its URL had expired, whatever the
-    #: time (at most once per file, so the fresh URL a new status reply hands out works):
-    #: the expiry a test can count on, on a machine of any speed. Counted as ``url_expiry``.
-    url_stale: Probability = 0.0
-    #: A job accepted as usual ends FAILED or ERROR, as the prompt markers make it.
-    job_failed: Probability = 0.0
-    job_error: Probability = 0.0
-
-    @model_validator(mode="after")
-    def _outcomes_add_up(self) -> FaultRates:
-        if self.job_failed + self.job_error > 1:
-            raise ValueError("job_failed + job_error must be at most 1")
-        return self
-
 
 class RangeNotSatisfiable(ValueError):
     """A ``Range`` that starts past the end of the file (answered 416)."""
@@ -172,7 +119,7 @@ class _Route:
 class FaultInjector:
     """One emulator's faults: which route is what, the random streams, bursts under way."""
 
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: EmulatorState) -> None:
         self._emu = emu
         self._routes: dict[AbstractRoute, _Route] = {}
         self._rngs: dict[tuple[str, str], random.Random] = {}
@@ -270,9 +217,6 @@ class FaultInjector:
             stats.injected_429 += 1
             headers = None
             if rates.burst_retry_after:
-                # Imported here: the server module imports this one.
-                from stableaudio_async.emulator.server import retry_after_header
-
                 scale = self._emu.config.time_scale
                 headers = {"Retry-After": retry_after_header(BURST_RETRY_AFTER * scale, scale)}
             return self._reply(stats, kind, 429, "too many requests (an injected burst)",

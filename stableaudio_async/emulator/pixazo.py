@@ -10,14 +10,14 @@ plain string.
 from __future__ import annotations
 
 import base64
-import json
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from stableaudio_async.emulator.audio import CONTENT_TYPES, SUPPORTED_FORMATS
-from stableaudio_async.emulator.server import EmulatedJob, Emulator, retry_after_header
+from stableaudio_async.emulator.pipeline import Call, Contract, Routes, header
+from stableaudio_async.emulator.server import Emulator
+from stableaudio_async.emulator.state import EmulatedJob
 
 __all__ = ["add_routes"]
 
@@ -35,53 +35,43 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+def _bad_request(call: Call, message: str) -> web.Response:
+    return call.error(400, {"error": "Bad Request", "message": message})
+
+
+#: The gateway's checks, in its order: subscription key, then rate limit (with Retry-After).
+CONTRACT = Contract(
+    provider=PROVIDER,
+    key=header(KEY_HEADER),
+    unauthorized=lambda call: call.error(401, {
+        "statusCode": 401,
+        "message": "Access denied due to invalid subscription key. Make sure to provide a "
+                   "valid key for an active subscription.",
+    }),
+    throttled=lambda call, wait: call.error(
+        429, {"statusCode": 429, "message": "Rate limit is exceeded. Try again later."},
+        headers=call.retry_after(wait)),
+    invalid_json=lambda call: _bad_request(call, "request body is not valid JSON"),
+    not_object=lambda call: _bad_request(call, "request body must be a JSON object"),
+    not_found=lambda call: call.error(404, {"error": "Not Found", "message": "Request not found"}),
+)
+
+
 def add_routes(app: web.Application, emu: Emulator) -> None:
     """Mount Pixazo's routes on ``app``."""
+    routes = Routes(app, emu, CONTRACT)
     for task in TASKS:
         route = f"{MODEL}-{task}"
 
-        async def submit(request: web.Request, route: str = route, task: str = task
+        async def submit(call: Call, route: str = route, task: str = task
                          ) -> web.StreamResponse:
-            return await _submit(request, emu, route, task)
+            return await _submit(call, route, task)
 
-        app.router.add_post(f"/{route}/v1/{route}-request", submit)
-
-    async def status(request: web.Request) -> web.StreamResponse:
-        return await _status(request, emu)
-
-    app.router.add_get("/v2/requests/status/{request_id}", status)
+        routes.submit(f"/{route}/v1/{route}-request", submit)
+    routes.poll("/v2/requests/status/{request_id}", _status)
 
 
-def _guard(request: web.Request, emu: Emulator, *, submit: bool) -> web.Response | None:
-    """The gateway's checks, in its order: subscription key, then rate limit."""
-    stats = emu.provider_stats(PROVIDER)
-    stats.requests += 1
-    key = request.headers.get(KEY_HEADER, "")
-    if key != emu.config.api_key:
-        stats.errors[401] += 1
-        return web.json_response({
-            "statusCode": 401,
-            "message": "Access denied due to invalid subscription key. Make sure to provide a "
-                       "valid key for an active subscription.",
-        }, status=401)
-    wait = emu.admit(PROVIDER, key, submit=submit)
-    if wait is not None:
-        stats.errors[429] += 1
-        return web.json_response(
-            {"statusCode": 429, "message": "Rate limit is exceeded. Try again later."},
-            status=429, headers={"Retry-After": retry_after_header(wait, emu.config.time_scale)},
-        )
-    return None
-
-
-def _bad_request(emu: Emulator, message: str) -> web.Response:
-    emu.provider_stats(PROVIDER).errors[400] += 1
-    return web.json_response({"error": "Bad Request", "message": message}, status=400)
-
-
-def _validate(params: Any, task: str) -> str | None:
-    if not isinstance(params, dict):
-        return "request body must be a JSON object"
+def _validate(params: dict[str, Any], task: str) -> str | None:
     prompt = params.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return "prompt is required"
@@ -112,61 +102,37 @@ def _validate(params: Any, task: str) -> str | None:
     return None
 
 
-async def _submit(request: web.Request, emu: Emulator, route: str, task: str
-                  ) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.submits += 1
-    refused = _guard(request, emu, submit=True)
-    if refused is not None:
-        return refused
-    body = await request.read()
-    try:
-        params = json.loads(body)
-    except ValueError:
-        return _bad_request(emu, "request body is not valid JSON")
+async def _submit(call: Call, route: str, task: str) -> web.StreamResponse:
+    params = await call.json()
     problem = _validate(params, task)
     if problem is not None:
-        return _bad_request(emu, problem)
+        return _bad_request(call, problem)
+    emu = call.emu
     if not emu.has_balance(PROVIDER):
-        stats.errors[402] += 1
-        return web.json_response(
-            {"error": "Insufficient Balance", "message": "Please top up your account."},
-            status=402)
+        return call.error(402, {"error": "Insufficient Balance",
+                                "message": "Please top up your account."})
     params.setdefault("duration", 30)
     params.setdefault("output_format", "mp3")
-    job = emu.create_job(PROVIDER, route, params, body)
-    if params.get("sync_mode") and emu.config.reading(PROVIDER) == "strict":
+    job = emu.create_job(PROVIDER, route, params, call.body)
+    if params.get("sync_mode") and call.reading == "strict":
         # "true returns the audio inline": read strictly, in the submit's own reply. The
         # loose reading queues it as any other, the inline audio coming in the status body.
         await emu.wait_until_done(job)
-        return web.json_response(_status_body(request, emu, job), status=200)
-    polling_url = f"{request.scheme}://{request.host}/v2/requests/status/{job.request_id}"
+        return web.json_response(_status_body(call, job), status=200)
+    polling_url = f"{call.base_url}/v2/requests/status/{job.request_id}"
     return web.json_response(
         {"request_id": job.request_id, "status": "QUEUED", "polling_url": polling_url},
         status=202)
 
 
-async def _status(request: web.Request, emu: Emulator) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.polls += 1
-    refused = _guard(request, emu, submit=False)
-    if refused is not None:
-        return refused
-    job = emu.jobs.get(request.match_info["request_id"])
-    if job is None or job.provider != PROVIDER:
-        stats.errors[404] += 1
-        return web.json_response(
-            {"error": "Not Found", "message": "Request not found"}, status=404)
-    emu.observe(job)
-    return web.json_response(_status_body(request, emu, job))
+async def _status(call: Call) -> web.StreamResponse:
+    job = call.job(call.request.match_info["request_id"])
+    call.emu.observe(job)
+    return web.json_response(_status_body(call, job))
 
 
-def _iso(emu: Emulator, monotonic: float) -> str:
-    wall = datetime.now(UTC) + timedelta(seconds=monotonic - emu.now())
-    return wall.isoformat().replace("+00:00", "Z")
-
-
-def _status_body(request: web.Request, emu: Emulator, job: EmulatedJob) -> dict[str, Any]:
+def _status_body(call: Call, job: EmulatedJob) -> dict[str, Any]:
+    emu = call.emu
     phase = emu.phase(job)
     status = job.outcome if phase == "DONE" else phase
     body: dict[str, Any] = {
@@ -175,19 +141,19 @@ def _status_body(request: web.Request, emu: Emulator, job: EmulatedJob) -> dict[
         "model_id": job.model,
         "error": None,
         "output": None,
-        "created_at": _iso(emu, job.created),
-        "updated_at": _iso(emu, min(emu.now(), job.done_at)),
-        "completed_at": _iso(emu, job.done_at) if phase == "DONE" else None,
+        "created_at": emu.wall_time(job.created),
+        "updated_at": emu.wall_time(min(emu.now(), job.done_at)),
+        "completed_at": emu.wall_time(job.done_at) if phase == "DONE" else None,
     }
     if status == "COMPLETED":
         if job.params.get("sync_mode"):
             data, content_type = emu.render(job)
             url = f"data:{content_type};base64,{base64.b64encode(data).decode()}"
         else:
-            url = emu.cdn_url(request, job)
+            url = emu.cdn_url(call.request, job)
             content_type = CONTENT_TYPES[job.params["output_format"]]
         # A list, as documented; third-party clients have seen a plain string (loose).
-        media: str | list[str] = [url] if emu.config.reading(PROVIDER) == "strict" else url
+        media: str | list[str] = [url] if call.reading == "strict" else url
         body["output"] = {"media_url": media, "media_type": content_type}
     elif status == "FAILED":
         body["error"] = "Generation failed: the model could not produce audio for this prompt"

@@ -54,16 +54,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
 from aiohttp import web
 
-from stableaudio_async.emulator.server import EmulatedJob, Emulator, retry_after_header
+from stableaudio_async.emulator.pipeline import Call, Contract, Routes, authorization
+from stableaudio_async.emulator.server import Emulator
+from stableaudio_async.emulator.state import EmulatedJob
 
 __all__ = ["DELIVERY_PREFIX", "OUTPUT_RETENTION", "add_routes"]
 
@@ -97,13 +97,44 @@ _FAILURE = "Prediction failed: the model could not generate audio for this promp
 _INTERRUPTED = "Prediction interrupted; please retry (code: PA)"
 
 
+def _error(call: Call, status: int, title: str, detail: str, *,
+           headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    """A reply in Replicate's error shape."""
+    return call.error(status, {"title": title, "detail": detail, "status": status, **extra},
+                      headers=headers)
+
+
+def _throttled(call: Call, wait: float) -> web.Response:
+    resets = max(1, math.ceil(wait / call.emu.config.time_scale))
+    return _error(call, 429, "Request was throttled",
+                  f"Request was throttled. Your rate limit resets in ~{resets}s.",
+                  headers=call.retry_after(wait))
+
+
+#: The API's checks in its order: token, then rate limit (429 with Retry-After).
+CONTRACT = Contract(
+    provider=PROVIDER,
+    key=authorization("Bearer"),
+    unauthorized=lambda call: _error(
+        call, 401, "Unauthenticated", "Invalid token." if "Authorization" in call.request.headers
+        else "Authentication credentials were not provided."),
+    throttled=_throttled,
+    invalid_json=lambda call: _error(call, 400, "Bad request",
+                                     "JSON parse error: the body is not valid JSON."),
+    not_object=lambda call: _error(call, 400, "Bad request",
+                                   "The request body must be a JSON object."),
+    not_found=lambda call: _error(call, 404, "Not found", "Not found."),
+)
+
+
 def add_routes(app: web.Application, emu: Emulator) -> None:
     """Mount Replicate's prediction routes and its delivery CDN on ``app``."""
     api = _Replicate(emu)
-    app.router.add_post("/v1/models/{owner}/{name}/predictions", api.create)
-    app.router.add_get("/v1/predictions", api.list)
-    app.router.add_get("/v1/predictions/{id}", api.get)
-    app.router.add_post("/v1/predictions/{id}/cancel", api.cancel)
+    routes = Routes(app, emu, CONTRACT)
+    routes.submit("/v1/models/{owner}/{name}/predictions", api.create)
+    routes.poll("/v1/predictions", api.list)
+    routes.poll("/v1/predictions/{id}", api.get)
+    routes.add("POST", "/v1/predictions/{id}/cancel", api.cancel)
     app.router.add_get(DELIVERY_PREFIX + "/{id}/{name}", api.deliver)
 
 
@@ -202,135 +233,77 @@ class _Replicate:
         #: Each prediction's input as sent (the job's params also hold the defaults).
         self.inputs: dict[str, dict[str, Any]] = {}
 
-    # -- replies -------------------------------------------------------------------------
-
-    def error(self, status: int, title: str, detail: str, *,
-              headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
-        """A reply in Replicate's error shape, counted by status."""
-        self.emu.provider_stats(PROVIDER).errors[status] += 1
-        body = {"title": title, "detail": detail, "status": status, **extra}
-        return web.json_response(body, status=status, headers=headers)
-
-    def guard(self, request: web.Request, *, submit: bool) -> web.Response | None:
-        """Count the request, then the API's checks in its order: token, then rate limit."""
-        emu = self.emu
-        emu.provider_stats(PROVIDER).requests += 1
-        header = request.headers.get("Authorization")
-        if header is None:
-            return self.error(401, "Unauthenticated",
-                              "Authentication credentials were not provided.")
-        scheme, _, key = header.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or key != emu.config.api_key:
-            return self.error(401, "Unauthenticated", "Invalid token.")
-        wait = emu.admit(PROVIDER, key, submit=submit)
-        if wait is not None:
-            scale = emu.config.time_scale
-            resets = max(1, math.ceil(wait / scale))
-            return self.error(
-                429, "Request was throttled",
-                f"Request was throttled. Your rate limit resets in ~{resets}s.",
-                headers={"Retry-After": retry_after_header(wait, scale)})
-        return None
-
     # -- routes --------------------------------------------------------------------------
 
-    async def create(self, request: web.Request) -> web.StreamResponse:
+    async def create(self, call: Call) -> web.StreamResponse:
         emu = self.emu
-        stats = emu.provider_stats(PROVIDER)
-        stats.submits += 1
-        refused = self.guard(request, submit=True)
-        if refused is not None:
-            return refused
-        model = f"{request.match_info['owner']}/{request.match_info['name']}"
+        model = f"{call.request.match_info['owner']}/{call.request.match_info['name']}"
         if model != MODEL:
-            return self.error(404, "Not found", f"Model {model} not found.")
-        hold = _prefer_wait(request.headers.get("Prefer"))
+            return _error(call, 404, "Not found", f"Model {model} not found.")
+        hold = _prefer_wait(call.request.headers.get("Prefer"))
         if isinstance(hold, str):
-            return self.error(400, "Invalid Prefer header", hold)
-        raw = await request.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return self.error(400, "Bad request", "JSON parse error: the body is not valid JSON.")
-        if not isinstance(body, dict):
-            return self.error(400, "Bad request", "The request body must be a JSON object.")
+            return _error(call, 400, "Invalid Prefer header", hold)
+        body = await call.json()
         problems = _top_level_problems(body)
         if not problems:
             problems = _input_problems(body["input"])
         if problems:
             detail = "".join(f"- {name}: {text}\n" for _, name, text in problems)
-            return self.error(422, "Input validation failed", detail, invalid_fields=[
+            return _error(call, 422, "Input validation failed", detail, invalid_fields=[
                 {"type": kind, "field": name, "description": text}
                 for kind, name, text in problems])
         if not emu.has_balance(PROVIDER):
-            return self.error(
-                402, "Insufficient credit",
+            return _error(
+                call, 402, "Insufficient credit",
                 "You have insufficient credit to run this model. Go to "
                 "https://replicate.com/account/billing#billing to purchase credit. Once you "
                 "purchase credit, please wait a few minutes before trying again.")
         inputs = {**_DEFAULTS, **body["input"]}
         params = {**inputs, "output_format": FORMAT}
-        job = emu.create_job(PROVIDER, MODEL, params, raw, request_id=_prediction_id())
+        job = emu.create_job(PROVIDER, MODEL, params, call.body, request_id=_prediction_id())
         self.inputs[job.request_id] = body["input"]
         event = self.cancelled[job.request_id] = anyio.Event()
-        body = None
-        if hold is not None:
-            timeout = min(hold * emu.config.time_scale, max(0.0, job.done_at - emu.now()))
-            with anyio.move_on_after(timeout):
-                await event.wait()
-            body = self.prediction(request, job)
-            if body["status"] == "processing":
-                # The hold ran out first: Replicate answers "starting" then, even for a running
-                # prediction, and replicate-python's run() polls only on "starting".
-                body["status"] = "starting"
-        return web.json_response(body or self.prediction(request, job), status=201)
+        if hold is None:
+            return web.json_response(self.prediction(call, job), status=201)
+        timeout = min(hold * emu.config.time_scale, max(0.0, job.done_at - emu.now()))
+        with anyio.move_on_after(timeout):
+            await event.wait()
+        prediction = self.prediction(call, job)
+        if prediction["status"] == "processing":
+            # The hold ran out first: Replicate answers "starting" then, even for a running
+            # prediction, and replicate-python's run() polls only on "starting".
+            prediction["status"] = "starting"
+        return web.json_response(prediction, status=201)
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
-        stats = self.emu.provider_stats(PROVIDER)
-        stats.polls += 1
-        refused = self.guard(request, submit=False)
-        if refused is not None:
-            return refused
-        job = self.job(request)
-        if job is None:
-            return self.error(404, "Not found", "Not found.")
+    async def get(self, call: Call) -> web.StreamResponse:
+        job = call.job(call.request.match_info["id"])
         self.emu.observe(job)
-        return web.json_response(self.prediction(request, job))
+        return web.json_response(self.prediction(call, job))
 
-    async def list(self, request: web.Request) -> web.StreamResponse:
+    async def list(self, call: Call) -> web.StreamResponse:
         """The key's predictions, newest first, a page of :data:`PAGE_SIZE` at a time."""
-        self.emu.provider_stats(PROVIDER).polls += 1
-        refused = self.guard(request, submit=False)
-        if refused is not None:
-            return refused
-        cursor = request.query.get("cursor", "0")
+        cursor = call.request.query.get("cursor", "0")
         if not cursor.isdigit():
-            return self.error(400, "Bad request", "Invalid cursor.")
+            return _error(call, 400, "Bad request", "Invalid cursor.")
         start = int(cursor)
         newest = [job for job in reversed(self.emu.jobs.values()) if job.provider == PROVIDER]
         page = newest[start:start + PAGE_SIZE]
-        api = f"{request.scheme}://{request.host}/v1/predictions"
+        api = f"{call.base_url}/v1/predictions"
         following = start + PAGE_SIZE
         return web.json_response({
             "previous": f"{api}?cursor={max(0, start - PAGE_SIZE)}" if start else None,
             "next": f"{api}?cursor={following}" if following < len(newest) else None,
-            "results": [self.prediction(request, job) for job in page],
+            "results": [self.prediction(call, job) for job in page],
         })
 
-    async def cancel(self, request: web.Request) -> web.StreamResponse:
-        refused = self.guard(request, submit=False)
-        if refused is not None:
-            return refused
-        job = self.job(request)
-        if job is None:
-            return self.error(404, "Not found", "Not found.")
+    async def cancel(self, call: Call) -> web.StreamResponse:
+        job = call.job(call.request.match_info["id"])
         if job.cancelled_at is None and self.emu.phase(job) != "DONE":
             job.cancelled_at = self.emu.now()
-            self.emu.provider_stats(PROVIDER).cancelled += 1
+            call.stats.cancelled += 1
             self.cancelled[job.request_id].set()
         # A prediction already final is returned as it is: there is nothing left to cancel.
-        return web.json_response(self.prediction(request, job))
+        return web.json_response(self.prediction(call, job))
 
     async def deliver(self, request: web.Request) -> web.StreamResponse:
         job = self.emu.jobs.get(request.match_info["id"])
@@ -343,10 +316,6 @@ class _Replicate:
         return web.Response(body=data, content_type=content_type)
 
     # -- the prediction ------------------------------------------------------------------
-
-    def job(self, request: web.Request) -> EmulatedJob | None:
-        job = self.emu.jobs.get(request.match_info["id"])
-        return job if job is not None and job.provider == PROVIDER else None
 
     def status(self, job: EmulatedJob) -> str:
         """The prediction's status word now, on the scaled clock."""
@@ -365,7 +334,7 @@ class _Replicate:
         expiry = job.created + OUTPUT_RETENTION * self.emu.config.time_scale
         return final and self.emu.now() >= expiry
 
-    def prediction(self, request: web.Request, job: EmulatedJob) -> dict[str, Any]:
+    def prediction(self, call: Call, job: EmulatedJob) -> dict[str, Any]:
         emu = self.emu
         scale = emu.config.time_scale
         now = emu.now()
@@ -374,7 +343,7 @@ class _Replicate:
         started = job.queued_until if min(now, ended) >= job.queued_until else None
         final = status in ("succeeded", "failed", "canceled")
         removed = self.removed(job)
-        api = f"{request.scheme}://{request.host}/v1/predictions/{job.request_id}"
+        api = f"{call.base_url}/v1/predictions/{job.request_id}"
         body: dict[str, Any] = {
             "id": job.request_id,
             "model": job.model,
@@ -385,9 +354,9 @@ class _Replicate:
             "data_removed": removed,
             "error": None,
             "status": status,
-            "created_at": _iso(emu, job.created),
-            "started_at": _iso(emu, started) if started is not None else None,
-            "completed_at": _iso(emu, ended) if final else None,
+            "created_at": emu.wall_time(job.created),
+            "started_at": emu.wall_time(started) if started is not None else None,
+            "completed_at": emu.wall_time(ended) if final else None,
             "urls": {"get": api, "cancel": f"{api}/cancel"},
             "metrics": {},
         }
@@ -395,13 +364,8 @@ class _Replicate:
             body["metrics"] = {"predict_time": round((ended - started) / scale, 3),
                                "total_time": round((ended - job.created) / scale, 3)}
         if status == "succeeded" and not removed:
-            body["output"] = (f"{request.scheme}://{request.host}{DELIVERY_PREFIX}/"
-                              f"{job.request_id}/output.{FORMAT}")
+            body["output"] = f"{call.base_url}{DELIVERY_PREFIX}/{job.request_id}/output.{FORMAT}"
         elif status == "failed":
             body["error"] = _FAILURE if job.outcome == "FAILED" else _INTERRUPTED
         return body
 
-
-def _iso(emu: Emulator, monotonic: float) -> str:
-    wall = datetime.now(UTC) + timedelta(seconds=monotonic - emu.now())
-    return wall.isoformat().replace("+00:00", "Z")

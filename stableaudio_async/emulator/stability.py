@@ -36,9 +36,18 @@ import re
 import uuid
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from stableaudio_async.emulator.server import ERROR_MARKER, Emulator
+from stableaudio_async.emulator.pipeline import (
+    Call,
+    Contract,
+    Routes,
+    TooLarge,
+    authorization,
+    form_parts,
+)
+from stableaudio_async.emulator.server import Emulator
+from stableaudio_async.emulator.state import ERROR_MARKER
 
 __all__ = ["add_routes"]
 
@@ -75,73 +84,81 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
-class _TooLarge(Exception):
-    """The request body outgrew :data:`MAX_REQUEST_BYTES`."""
+def _error(call: Call, status: int, name: str, errors: list[str]) -> web.Response:
+    """A reply in Stability's error shape."""
+    return call.error(status, {"id": uuid.uuid4().hex, "name": name, "errors": errors})
+
+
+def _rate_limit_message(call: Call) -> str:
+    config = call.emu.config
+    limit = config.limits[PROVIDER]
+    message = (f"You have exceeded the rate limit of {limit.requests} requests within a "
+               f"{limit.period:g} second period")
+    lockout = config.lockouts.get(PROVIDER)
+    if lockout is not None:
+        message += f", and have been timed out for {lockout:g} seconds"
+    return message + "."
+
+
+#: Key, then rate limit (no Retry-After); the multipart body is each route's to read.
+CONTRACT = Contract(
+    provider=PROVIDER,
+    key=authorization("Bearer"),
+    unauthorized=lambda call: _error(call, 401, "unauthorized",
+                                     ["authorization: invalid or missing header value"]),
+    throttled=lambda call, wait: _error(call, 429, "rate_limit_exceeded",
+                                        [_rate_limit_message(call)]),
+)
 
 
 def add_routes(app: web.Application, emu: Emulator) -> None:
     """Mount Stability's Stable Audio 2 routes on ``app``."""
     # Keys of the emulator:flaky requests already failed once; per app, so per emulator.
     flaky_seen: set[str] = set()
+    routes = Routes(app, emu, CONTRACT)
     for task in TASKS:
 
-        async def generate(request: web.Request, task: str = task) -> web.StreamResponse:
-            return await _generate(request, emu, task, flaky_seen)
+        async def generate(call: Call, task: str = task) -> web.StreamResponse:
+            return await _generate(call, task, flaky_seen)
 
-        app.router.add_post(ROUTE_PREFIX + task, generate)
-
-
-def _error(emu: Emulator, status: int, name: str, errors: list[str]) -> web.Response:
-    """A reply in Stability's error shape, counted by status."""
-    emu.provider_stats(PROVIDER).errors[status] += 1
-    return web.json_response({"id": uuid.uuid4().hex, "name": name, "errors": errors},
-                             status=status)
+        routes.submit(ROUTE_PREFIX + task, generate)
 
 
-async def _generate(request: web.Request, emu: Emulator, task: str, flaky_seen: set[str]
-                    ) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.requests += 1
-    stats.submits += 1
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or key.strip() != emu.config.api_key:
-        return _error(emu, 401, "unauthorized", ["authorization: invalid or missing header value"])
-    if emu.admit(PROVIDER, key.strip(), submit=True) is not None:
-        return _error(emu, 429, "rate_limit_exceeded", [_rate_limit_message(emu)])
-
+async def _generate(call: Call, task: str, flaky_seen: set[str]) -> web.StreamResponse:
+    request, emu = call.request, call.emu
     if request.content_type != "multipart/form-data":
-        return _error(emu, 400, "bad_request", [
+        return _error(call, 400, "bad_request", [
             f"content-type: must be multipart/form-data, not {request.content_type or 'absent'}"])
     if (request.content_length or 0) > MAX_REQUEST_BYTES:
         # Refused before reading a byte of it; a chunked body is measured as it streams in.
-        return _error_413(emu)
+        return _error_413(call)
     try:
         fields, audio = await _read_form(request)
-    except _TooLarge:
-        return _error_413(emu)
+    except TooLarge:
+        return _error_413(call)
     except (ValueError, LookupError, RuntimeError):
         # aiohttp's multipart reader reports malformed framing as these; a field that is not
         # valid text in its charset is a UnicodeDecodeError (a ValueError) or LookupError.
-        return _error(emu, 400, "bad_request", ["body: malformed multipart/form-data"])
+        return _error(call, 400, "bad_request", ["body: malformed multipart/form-data"])
 
     params, problems = _validate(task, fields, audio, request)
     if problems:
-        return _error(emu, 400, "bad_request", problems)
+        return _error(call, 400, "bad_request", problems)
 
     prompt = params["prompt"]
     if MODERATION_MARKER in prompt:
-        return _error(emu, 403, "content_moderation", [
+        return _error(call, 403, "content_moderation", [
             "Your request was flagged by our content moderation system, as a result your "
             "request was denied and you were not charged."])
     if UNPROCESSABLE_MARKER in prompt:
-        return _error(emu, 422, "invalid_language", ["English is the only supported language."])
+        return _error(call, 422, "invalid_language", ["English is the only supported language."])
     if ERROR_MARKER in prompt:
-        return _internal_error(emu)
+        return _internal_error(call)
     text_key = hashlib.sha256(
         json.dumps([task, sorted(fields.items())]).encode()).hexdigest()
     if FLAKY_MARKER in prompt and text_key not in flaky_seen:
         flaky_seen.add(text_key)
-        return _internal_error(emu)
+        return _internal_error(call)
 
     if params["seed"] == 0:
         params["seed"] = random.randint(1, MAX_SEED)
@@ -151,7 +168,7 @@ async def _generate(request: web.Request, emu: Emulator, task: str, flaky_seen: 
     job = emu.create_job(PROVIDER, params["model"], params, body)
     await emu.wait_until_done(job)
     if job.outcome != "COMPLETED":
-        return _internal_error(emu)
+        return _internal_error(call)
     if request.transport is None or request.transport.is_closing():
         # The client gave up during the hold: nothing to render or serve (aiohttp does not
         # cancel handlers on disconnect).
@@ -178,24 +195,14 @@ async def _generate(request: web.Request, emu: Emulator, task: str, flaky_seen: 
     return response
 
 
-def _error_413(emu: Emulator) -> web.Response:
-    return _error(emu, 413, "payload_too_large", [
+def _error_413(call: Call) -> web.Response:
+    return _error(call, 413, "payload_too_large", [
         f"body: payloads cannot be larger than {MAX_REQUEST_BYTES // 1_000_000}MB in size"])
 
 
-def _internal_error(emu: Emulator) -> web.Response:
-    return _error(emu, 500, "internal_error", [
+def _internal_error(call: Call) -> web.Response:
+    return _error(call, 500, "internal_error", [
         "An unexpected server error has occurred, please try again later."])
-
-
-def _rate_limit_message(emu: Emulator) -> str:
-    limit = emu.config.limits[PROVIDER]
-    message = (f"You have exceeded the rate limit of {limit.requests} requests within a "
-               f"{limit.period:g} second period")
-    lockout = emu.config.lockouts.get(PROVIDER)
-    if lockout is not None:
-        message += f", and have been timed out for {lockout:g} seconds"
-    return message + "."
 
 
 def _wants_json(accept: str) -> bool:
@@ -206,26 +213,16 @@ def _wants_json(accept: str) -> bool:
 
 async def _read_form(request: web.Request) -> tuple[dict[str, str], bytes | None]:
     """The text fields and the ``audio`` file part, read as a stream with the size capped."""
-    reader = await request.multipart()
     fields: dict[str, str] = {}
     audio: bytes | None = None
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise ValueError("nested multipart bodies are not form fields")
-        data = bytearray()
-        while chunk := await part.read_chunk(_CHUNK):
-            data += chunk
-            # Counted on the raw body, so multipart framing and ignored parts count too.
-            if request.content.total_bytes > MAX_REQUEST_BYTES:
-                raise _TooLarge
+    # Capped on the raw body, so multipart framing and ignored parts count too.
+    async for part, data in form_parts(request, chunk_size=_CHUNK, max_body=MAX_REQUEST_BYTES):
         if part.name == "audio":
             audio = bytes(data)
         elif part.name and part.filename is None:
             fields[part.name] = data.decode(part.get_charset(default="utf-8"))
         # Other file parts (such as the ``files={"none": ""}`` trick some clients use to force
         # multipart) are ignored.
-    if request.content.total_bytes > MAX_REQUEST_BYTES:
-        raise _TooLarge
     return fields, audio
 
 

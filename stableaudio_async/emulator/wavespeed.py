@@ -57,19 +57,26 @@ from __future__ import annotations
 
 import base64
 import heapq
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from stableaudio_async.emulator.audio import SUPPORTED_FORMATS
-from stableaudio_async.emulator.server import EmulatedJob, Emulator
+from stableaudio_async.emulator.pipeline import (
+    Call,
+    Contract,
+    Routes,
+    TooLarge,
+    authorization,
+    form_parts,
+)
+from stableaudio_async.emulator.server import Emulator
+from stableaudio_async.emulator.state import EmulatedJob
 
 __all__ = ["add_routes"]
 
@@ -108,24 +115,43 @@ class _State:
     tickets: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
+def _error(call: Call, status: int, message: str) -> web.Response:
+    """An error in the envelope's shape."""
+    return call.error(status, {"code": status, "message": message, "data": None})
+
+
+#: Key, then rate limit (no Retry-After); bodies are checked by each route.
+CONTRACT = Contract(
+    provider=PROVIDER,
+    key=authorization("Bearer"),
+    unauthorized=lambda call: _error(call, 401, "Unauthorized"),
+    throttled=lambda call, wait: _error(
+        call, 429, "Too Many Requests: rate limit exceeded for your account tier"),
+    invalid_json=lambda call: _error(call, 400, "request body is not valid JSON"),
+    not_object=lambda call: _error(call, 400, "request body must be a JSON object"),
+    not_found=lambda call: _error(call, 404, "prediction not found"),
+)
+
+
 def add_routes(app: web.Application, emu: Emulator) -> None:
     """Mount WaveSpeed's routes on ``app``."""
     state = _State()
+    routes = Routes(app, emu, CONTRACT)
     for route in ROUTES:
 
-        async def submit(request: web.Request, route: str = route) -> web.StreamResponse:
-            return await _submit(request, emu, state, route)
+        async def submit(call: Call, route: str = route) -> web.StreamResponse:
+            return await _submit(call, state, route)
 
-        app.router.add_post(f"/api/v3/{FAMILY}/{route}", submit)
+        routes.submit(f"/api/v3/{FAMILY}/{route}", submit)
 
-    async def result(request: web.Request) -> web.StreamResponse:
-        return await _result(request, emu, state)
+    async def result(call: Call) -> web.StreamResponse:
+        return await _result(call, state)
 
-    async def upload(request: web.Request) -> web.StreamResponse:
-        return await _upload(request, emu, state)
+    async def upload(call: Call) -> web.StreamResponse:
+        return await _upload(call, state)
 
-    async def ticket(request: web.Request) -> web.StreamResponse:
-        return await _ticket(request, emu, state)
+    async def ticket(call: Call) -> web.StreamResponse:
+        return await _ticket(call, state)
 
     async def put(request: web.Request) -> web.StreamResponse:
         return await _put(request, state)
@@ -136,87 +162,57 @@ def add_routes(app: web.Application, emu: Emulator) -> None:
             return web.Response(status=404, text="Not Found")
         return web.Response(body=stored[0], content_type=stored[1])
 
-    async def unknown(request: web.Request) -> web.StreamResponse:
-        emu.provider_stats(PROVIDER).requests += 1
-        return _error(emu, 404, f"model or route not found: {request.path}")
+    async def unknown(call: Call) -> web.StreamResponse:
+        return _error(call, 404, f"model or route not found: {call.request.path}")
 
-    app.router.add_get("/api/v3/predictions/{request_id}/result", result)
-    app.router.add_get("/api/v3/predictions/{request_id}", result)
-    app.router.add_post("/api/v3/media/upload/binary", upload)
-    app.router.add_post("/api/v3/media/uploads", ticket)
+    routes.poll("/api/v3/predictions/{request_id}/result", result)
+    routes.poll("/api/v3/predictions/{request_id}", result)
+    routes.add("POST", "/api/v3/media/upload/binary", upload)
+    routes.add("POST", "/api/v3/media/uploads", ticket)
+    # The presigned PUT and the files are storage, not the API: no key, nothing counted.
     app.router.add_put(UPLOAD_PREFIX + "{name}", put)
     app.router.add_get(MEDIA_PREFIX + "{name}", media)
     # Registered last, so only paths no route above claims reach it.
-    app.router.add_route("*", "/api/v3/{tail:.*}", unknown)
+    routes.add("*", "/api/v3/{tail:.*}", unknown, keyed=False)
 
 
 def _envelope(data: dict[str, Any]) -> web.Response:
     return web.json_response({"code": 200, "message": "success", "data": data})
 
 
-def _reply(emu: Emulator, prediction: dict[str, Any]) -> web.Response:
+def _reply(call: Call, prediction: dict[str, Any]) -> web.Response:
     """A prediction in its envelope: HTTP 200 even when it failed, as documented (``strict``);
     the ``loose`` reading answers a failed one HTTP 500, the failed prediction still in
     ``data``."""
-    if prediction["status"] == "failed" and emu.config.reading(PROVIDER) == "loose":
-        emu.provider_stats(PROVIDER).errors[500] += 1
-        return web.json_response({"code": 500, "message": prediction["error"],
-                                  "data": prediction}, status=500)
+    if prediction["status"] == "failed" and call.reading == "loose":
+        return call.error(500, {"code": 500, "message": prediction["error"], "data": prediction})
     return _envelope(prediction)
 
 
-def _error(emu: Emulator, status: int, message: str) -> web.Response:
-    """An error in the envelope's shape, counted by status."""
-    emu.provider_stats(PROVIDER).errors[status] += 1
-    return web.json_response({"code": status, "message": message, "data": None}, status=status)
-
-
-def _guard(request: web.Request, emu: Emulator, *, submit: bool) -> web.Response | None:
-    """Count the request; then the key, then the rate limit."""
-    emu.provider_stats(PROVIDER).requests += 1
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or key != emu.config.api_key:
-        return _error(emu, 401, "Unauthorized")
-    if emu.admit(PROVIDER, key, submit=submit) is not None:
-        return _error(emu, 429, "Too Many Requests: rate limit exceeded for your account tier")
-    return None
-
-
-async def _submit(request: web.Request, emu: Emulator, state: _State, route: str
-                  ) -> web.StreamResponse:
-    stats = emu.provider_stats(PROVIDER)
-    stats.submits += 1
-    refused = _guard(request, emu, submit=True)
-    if refused is not None:
-        return refused
-    body = await request.read()
-    try:
-        params = json.loads(body)
-    except ValueError:
-        return _error(emu, 400, "request body is not valid JSON")
-    problem = _validate(params, route, request, state)
+async def _submit(call: Call, state: _State, route: str) -> web.StreamResponse:
+    params = await call.json()
+    problem = _validate(params, route, call.request, state)
     if problem is not None:
-        return _error(emu, 400, problem)
+        return _error(call, 400, problem)
+    emu = call.emu
     if not emu.has_balance(PROVIDER):
-        return _error(emu, 402, "Insufficient balance: please top up your account")
+        return _error(call, 402, "Insufficient balance: please top up your account")
     for name, value in _DEFAULTS.items():
         params.setdefault(name, value)
     if route == "audio-to-audio":
         params.setdefault("init_noise_level", 0.9)
     # The emulator builds request ids from the model name, which must not hold slashes.
-    job = emu.create_job(PROVIDER, f"stable-audio-3-{route}", params, body)
+    job = emu.create_job(PROVIDER, f"stable-audio-3-{route}", params, call.body)
     state.routes[job.request_id] = route
     _hold_for_concurrency(emu, job)
     if params.get("enable_sync_mode"):
         if SYNC_TIMEOUT_MARKER in job.prompt:
             # The documented quirk: the wait gives up with a 504 while the job carries on.
-            emu.provider_stats(PROVIDER).errors[504] += 1
-            return web.json_response({"code": 504, "message": "sync mode timed out, poll the "
-                                      "prediction", "data": await _prediction(request, emu, state,
-                                                                              job)}, status=504)
+            return call.error(504, {"code": 504,
+                                    "message": "sync mode timed out, poll the prediction",
+                                    "data": await _prediction(call, state, job)})
         await emu.wait_until_done(job)
-    return _reply(emu, await _prediction(request, emu, state, job))
+    return _reply(call, await _prediction(call, state, job))
 
 
 def _hold_for_concurrency(emu: Emulator, job: EmulatedJob) -> None:
@@ -244,10 +240,9 @@ def _number(params: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _validate(params: Any, route: str, request: web.Request, state: _State) -> str | None:
-    """The first problem with a submit body, worded ``<field>: <reason>``."""
-    if not isinstance(params, dict):
-        return "request body must be a JSON object"
+def _validate(params: dict[str, Any], route: str, request: web.Request, state: _State
+              ) -> str | None:
+    """The first problem with a submit body (a JSON object), worded ``<field>: <reason>``."""
     prompt = params.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return "prompt: is required"
@@ -308,28 +303,17 @@ def _audio_problem(audio: Any, request: web.Request, state: _State) -> str | Non
     return None
 
 
-async def _result(request: web.Request, emu: Emulator, state: _State) -> web.StreamResponse:
-    emu.provider_stats(PROVIDER).polls += 1
-    refused = _guard(request, emu, submit=False)
-    if refused is not None:
-        return refused
-    job = emu.jobs.get(request.match_info["request_id"])
-    if job is None or job.provider != PROVIDER:
-        return _error(emu, 404, "prediction not found")
-    emu.observe(job)
-    return _reply(emu, await _prediction(request, emu, state, job))
+async def _result(call: Call, state: _State) -> web.StreamResponse:
+    job = call.job(call.request.match_info["request_id"])
+    call.emu.observe(job)
+    return _reply(call, await _prediction(call, state, job))
 
 
-def _iso(emu: Emulator, monotonic: float) -> str:
-    wall = datetime.now(UTC) + timedelta(seconds=monotonic - emu.now())
-    return wall.isoformat().replace("+00:00", "Z")
-
-
-async def _prediction(request: web.Request, emu: Emulator, state: _State, job: EmulatedJob
-                      ) -> dict[str, Any]:
+async def _prediction(call: Call, state: _State, job: EmulatedJob) -> dict[str, Any]:
     """The prediction object: the envelope's ``data``."""
+    emu = call.emu
     phase = emu.phase(job)
-    base = f"{request.scheme}://{request.host}"
+    base = call.base_url
     data: dict[str, Any] = {
         "id": job.request_id,
         "model": f"{FAMILY}/{state.routes.get(job.request_id, 'music')}",
@@ -339,7 +323,7 @@ async def _prediction(request: web.Request, emu: Emulator, state: _State, job: E
         "error": "",
         "has_nsfw_contents": [],
         "timings": {"inference": 0},
-        "created_at": _iso(emu, job.created),
+        "created_at": emu.wall_time(job.created),
     }
     if phase != "DONE":
         return data
@@ -357,44 +341,37 @@ async def _prediction(request: web.Request, emu: Emulator, state: _State, job: E
         data["outputs"] = [base64.b64encode(audio).decode()]
         data["has_nsfw_contents"] = [False]
     else:
-        data["outputs"] = [emu.cdn_url(request, job)]
+        data["outputs"] = [emu.cdn_url(call.request, job)]
         data["has_nsfw_contents"] = [False]
     return data
 
 
-async def _upload(request: web.Request, emu: Emulator, state: _State) -> web.StreamResponse:
-    refused = _guard(request, emu, submit=False)
-    if refused is not None:
-        return refused
+async def _upload(call: Call, state: _State) -> web.StreamResponse:
+    request = call.request
     if request.content_type != "multipart/form-data":
-        return _error(emu, 400, "file: send a multipart/form-data body with a file field")
+        return _error(call, 400, "file: send a multipart/form-data body with a file field")
+    too_large = f"file: larger than {MAX_UPLOAD_BYTES // 1_000_000} MB"
     if (request.content_length or 0) > MAX_UPLOAD_BYTES + _CHUNK:
-        return _error(emu, 400, f"file: larger than {MAX_UPLOAD_BYTES // 1_000_000} MB")
+        return _error(call, 400, too_large)
     file: tuple[bytes, str, str] | None = None
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise ValueError("nested multipart bodies are not form fields")
-            data = bytearray()
-            while chunk := await part.read_chunk(_CHUNK):
-                data += chunk
-                if len(data) > MAX_UPLOAD_BYTES:
-                    return _error(emu, 400,
-                                  f"file: larger than {MAX_UPLOAD_BYTES // 1_000_000} MB")
+        async for part, data in form_parts(request, chunk_size=_CHUNK,
+                                           max_part=MAX_UPLOAD_BYTES):
             if part.name == "file" and part.filename is not None:
                 content_type = part.headers.get("Content-Type", "application/octet-stream")
                 file = (bytes(data), part.filename, content_type)
+    except TooLarge:
+        return _error(call, 400, too_large)
     except (ValueError, LookupError, RuntimeError):
-        return _error(emu, 400, "body: malformed multipart/form-data")
+        return _error(call, 400, "body: malformed multipart/form-data")
     if file is None or not file[0]:
-        return _error(emu, 400, "file: is required")
+        return _error(call, 400, "file: is required")
     data_bytes, filename, content_type = file
     name = _stored_name(filename)
     state.media[name] = (data_bytes, content_type)
     return _envelope({
         "type": content_type.split("/")[0],
-        "download_url": f"{request.scheme}://{request.host}{MEDIA_PREFIX}{name}",
+        "download_url": f"{call.base_url}{MEDIA_PREFIX}{name}",
         "filename": filename,
         "size": len(data_bytes),
     })
@@ -405,30 +382,22 @@ def _stored_name(filename: str) -> str:
     return uuid.uuid4().hex + (suffix.lower() if _SUFFIX.fullmatch(suffix) else "")
 
 
-async def _ticket(request: web.Request, emu: Emulator, state: _State) -> web.StreamResponse:
+async def _ticket(call: Call, state: _State) -> web.StreamResponse:
     """``POST /api/v3/media/uploads``: a ticket to PUT one file, as ``wavespeed`` 2.0.5 asks."""
-    refused = _guard(request, emu, submit=False)
-    if refused is not None:
-        return refused
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        return _error(emu, 400, "request body is not valid JSON")
-    if not isinstance(body, dict):
-        return _error(emu, 400, "request body must be a JSON object")
+    body = await call.json()
     filename, size = body.get("filename"), body.get("size")
     content_type = body.get("content_type", "application/octet-stream")
     if not isinstance(filename, str) or not filename:
-        return _error(emu, 400, "filename: is required")
+        return _error(call, 400, "filename: is required")
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        return _error(emu, 400, "size: is required, a positive number of bytes")
+        return _error(call, 400, "size: is required, a positive number of bytes")
     if size > MAX_UPLOAD_BYTES:
-        return _error(emu, 400, f"size: larger than {MAX_UPLOAD_BYTES // 1_000_000} MB")
+        return _error(call, 400, f"size: larger than {MAX_UPLOAD_BYTES // 1_000_000} MB")
     if not isinstance(content_type, str) or not content_type:
-        return _error(emu, 400, "content_type: must be a MIME type")
+        return _error(call, 400, "content_type: must be a MIME type")
     name = _stored_name(filename)
     state.tickets[name] = (size, content_type)
-    base = f"{request.scheme}://{request.host}"
+    base = call.base_url
     return _envelope({
         "upload": {"method": "PUT", "url": f"{base}{UPLOAD_PREFIX}{name}",
                    "headers": {"Content-Type": content_type}},

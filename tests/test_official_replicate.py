@@ -20,7 +20,7 @@ from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.replicate import PAGE_SIZE
 from stableaudio_async.emulator.server import FAIL_MARKER
 
-from conftest import TEST_KEY, HandClock, fast_config
+from conftest import TEST_KEY, HandClock, emulator_process, fast_config
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +160,20 @@ async def test_predictions_list_pages_newest_first(emu: Emulator) -> None:
     listed = [p.id for p in first.results] + [p.id for p in second.results]
     assert listed == [p.id for p in reversed(made)] and second.next is None
     assert first.results[0].input == {"prompt": f"cue {PAGE_SIZE + 2}", "duration": 1}
+
+
+async def test_the_client_runs_against_the_emulator_command(tmp_path: Path) -> None:
+    """What a user's CI does: `stableaudio-async emulator` in its own process, the client
+    pointed at it (``base_url``) with the emulator's default key."""
+    async with emulator_process("--time-scale", "0.01") as url:
+        transport = httpx.AsyncHTTPTransport()
+        client = replicate.Client(api_token="emulator-key", base_url=url, transport=transport)
+        client.poll_interval = 0.01
+        try:
+            prediction = await client.models.predictions.async_create(
+                model=MODEL, input={"prompt": "a marching band", "duration": 5})
+            await prediction.async_wait()
+        finally:
+            await transport.aclose()
+        assert prediction.status == "succeeded" and isinstance(prediction.output, str)
+        await download_audio(prediction.output, tmp_path)

@@ -21,7 +21,7 @@ from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.server import FAIL_MARKER
 from stableaudio_async.emulator.wavespeed import SYNC_TIMEOUT_MARKER
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, emulator_process, fast_config
 
 pytestmark = pytest.mark.anyio
 
@@ -133,3 +133,16 @@ async def test_api_errors_raise_with_the_http_status(emu: Emulator) -> None:
         await in_thread(client_for(emu).run, f"{FAMILY}/music",
                         {"prompt": "x", "duration": 500}, poll_interval=POLL)
     assert emu.jobs == {}
+
+
+async def test_the_sdk_runs_against_the_emulator_command(tmp_path: Path) -> None:
+    """What a user's CI does: `stableaudio-async emulator` in its own process, the SDK pointed
+    at it with the emulator's default key."""
+    async with emulator_process("--time-scale", "0.01") as url:
+        client = wavespeed.Client(api_key="emulator-key", base_url=url, max_retries=0,
+                                  max_connection_retries=0)
+        result = await in_thread(client.run, f"{FAMILY}/music",
+                                 {"prompt": "a marching band", "duration": 5},
+                                 poll_interval=POLL)
+        [output] = result["outputs"]
+        await download_audio(output, tmp_path / "out.mp3")

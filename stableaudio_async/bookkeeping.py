@@ -8,7 +8,10 @@ that a run sharing its jobs with other workers hands in another one.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import os
 from pathlib import Path
 
 import anyio
@@ -16,12 +19,16 @@ import anyio
 from stableaudio_async.budget import USD_PER_UNIT, Budget, price_usd
 from stableaudio_async.config import Settings
 from stableaudio_async.download import TEMP_SUFFIX
+from stableaudio_async.errors import ConfigError
 from stableaudio_async.lifecycle import HeldBack
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import Job, JobResult
 from stableaudio_async.store import JobStore
 
-__all__ = ["Ledger", "intact"]
+__all__ = ["LOCK_NAME", "Ledger", "intact"]
+
+#: Held (``flock``) by the run writing to an output folder, for as long as it runs.
+LOCK_NAME = ".stableaudio.lock"
 
 
 class Ledger:
@@ -35,17 +42,34 @@ class Ledger:
         self._settings = settings
         self._max_cost_usd = max_cost_usd
         self._budget: Budget | None = None
+        self._lock: int | None = None
 
     async def __aenter__(self) -> Ledger:
+        # One run per output folder at a time: two would both resume the same jobs, and pay
+        # for each twice. Taken before anything in the folder is read.
+        self._lock = await anyio.to_thread.run_sync(_lock_folder, self.out_dir)
+        try:
+            await self._open()
+        except BaseException:
+            os.close(self._lock)
+            self._lock = None
+            raise
+        return self
+
+    async def _open(self) -> None:
         await self.journal.__aenter__()
         await self.manifest.load()
         await anyio.to_thread.run_sync(_remove_stale_parts, self.out_dir)
         if self._max_cost_usd is not None:
             self._budget = Budget(self._max_cost_usd, spent_usd=await self._spent_usd())
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.journal.__aexit__(None, None, None)
+        try:
+            await self.journal.__aexit__(None, None, None)
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)  # closing the descriptor releases the lock
+                self._lock = None
 
     async def _spent_usd(self) -> float:
         """What finished jobs in this output folder have cost, for the ``--max-cost`` cap."""
@@ -81,6 +105,35 @@ class Ledger:
         between journal and manifest."""
         if result.id not in self.manifest.ids:
             await self.manifest.append(result)
+
+
+def _lock_folder(out_dir: Path) -> int:
+    """Take the output folder's lock, or raise :class:`ConfigError` naming the run holding it.
+
+    The lock file is never followed if it is a symlink, and the lock is the kernel's
+    (``flock``): it goes with the process, however that process ends.
+    """
+    path = out_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        reason = "it is a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise ConfigError(f"cannot lock the output folder {out_dir}: {path.name}: "
+                          f"{reason}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise ConfigError(f"cannot lock the output folder {out_dir}: "
+                              f"{exc.strerror or exc}") from exc
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise ConfigError(f"output folder {out_dir} is in use by another run ({who}); wait "
+                          f"for it to finish, or choose another --out") from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _remove_stale_parts(out_dir: Path) -> None:

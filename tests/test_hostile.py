@@ -1,0 +1,72 @@
+"""The engine against careless and hostile use of its output folder, through the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+from test_resume import start_cli, wait_for
+
+from stableaudio_async.emulator import Emulator
+
+from conftest import TEST_KEY, fast_config, write_settings
+from test_cli_e2e import run_cli, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+ENV = {"PIXAZO_API_KEY": TEST_KEY}
+
+
+async def test_a_second_run_on_the_same_folder_exits_2_naming_the_first(tmp_path: Path) -> None:
+    """Two runs on one batch and one --out (two CI steps, a double-click): the second is
+    refused before it sends anything, naming the PID holding the folder; the first completes
+    every job, and the emulator accepts each once."""
+    rows = [{"provider": "pixazo", "prompt": f"twice {i}", "seed": i, "duration": 1}
+            for i in range(10)]
+    out = tmp_path / "out"
+    async with Emulator(fast_config(generation_time=300.0)) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        args = ("run", str(batch), "--out", str(out), "--config", str(config))
+        first = await start_cli(*args, "--log-level", "warning")
+        await wait_for(lambda: emu.stats.get("pixazo") is not None
+                       and emu.stats["pixazo"].accepted == 10)
+        code, _, stderr = await run_cli(*args, env=ENV)
+        assert code == 2, stderr[-2000:]
+        assert f"in use by another run (process {first.pid})" in stderr
+        # The refused run sent nothing (the first one only polls meanwhile).
+        assert emu.stats["pixazo"].submits == 10
+        # Let the first one finish: end the generations now.
+        for job in emu.jobs.values():
+            job.done_at = job.queued_until = emu.now()
+        with anyio.fail_after(30):
+            await first.wait()
+        assert first.returncode == 0
+        stats = emu.stats["pixazo"]
+    assert stats.accepted == 10 and stats.duplicate_submissions == 0
+    # Once it has ended, the folder is free again: a rerun skips every job.
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
+                                        str(config), env=ENV)
+    assert code == 0 and "10 already done" in stderr, stderr[-2000:]
+
+
+async def test_the_lock_file_is_never_followed_as_a_symlink(tmp_path: Path) -> None:
+    """A symlink planted where the lock file goes is refused (exit 2), its target untouched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    os.symlink(target, out / ".stableaudio.lock")
+    batch = write_jsonl(tmp_path / "batch.jsonl",
+                        [{"provider": "pixazo", "prompt": "x", "duration": 1}])
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
+                                        str(config), env=ENV)
+        assert not emu.stats
+    assert code == 2 and "symlink" in stderr, stderr[-2000:]
+    assert target.read_text() == "keep me"

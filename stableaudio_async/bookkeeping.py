@@ -97,14 +97,41 @@ class Ledger:
             billed = result.cost is not None and result.cost > 0
             self._budget.settle(reserved,
                                 (price_usd(job, self._settings) or 0.0) if billed else 0.0)
-        await self.journal.finished(result)
-        await self.manifest.append(result)
+        kept = self._stored(result)
+        await self.journal.finished(kept)
+        await self.manifest.append(kept)
 
     async def skipped(self, result: JobResult) -> None:
         """A job already done in this folder: complete the manifest if the last run died
         between journal and manifest."""
         if result.id not in self.manifest.ids:
-            await self.manifest.append(result)
+            await self.manifest.append(self._stored(result))
+
+    def _stored(self, result: JobResult) -> JobResult:
+        """``result`` as journal and manifest keep it: its file named relative to the output
+        folder, so that the folder resumes from any directory, and after it has moved."""
+        if result.path is None:
+            return result
+        path = Path(result.path)
+        try:
+            relative = path.relative_to(self.out_dir)
+        except ValueError:
+            return result
+        return result.model_copy(update={"path": str(relative)})
+
+    def resolved(self, result: JobResult) -> JobResult:
+        """A stored ``result`` with its file's path usable from here: a name relative to the
+        output folder (as this engine writes them) joined to it. A path with folders in it
+        was written by an older version relative to its working directory: it is taken as
+        it is when that file exists, else by its name in the output folder."""
+        if result.path is None:
+            return result
+        stored = Path(result.path)
+        if stored.is_absolute() or len(stored.parts) > 1:
+            if stored.exists() or stored.is_symlink():
+                return result
+            stored = Path(stored.name)
+        return result.model_copy(update={"path": str(self.out_dir / stored)})
 
 
 def _lock_folder(out_dir: Path) -> int:

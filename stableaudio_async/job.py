@@ -66,12 +66,13 @@ class JobRunner:
         if record is not None and self._force and record.state is not JobState.PENDING:
             await journal.reset(job.id)
             record = None
-        if record is not None and record.state is JobState.COMPLETED and record.result \
-                and await intact(record.result):
+        done = self._ledger.resolved(record.result) \
+            if record is not None and record.state is JobState.COMPLETED and record.result \
+            else None
+        if done is not None and await intact(done):
             bound.info("job.skipped", reason="already completed in this output folder")
-            await self._ledger.skipped(record.result)
-            return record.result.model_copy(update={"status": JobStatus.SKIPPED,
-                                                    "timings": Timings()})
+            await self._ledger.skipped(done)
+            return done.model_copy(update={"status": JobStatus.SKIPPED, "timings": Timings()})
         run = JobRun(provider.counts, started=anyio.current_time(), seed=job.seed)
         resume = self._resumed(provider, run, record)
         price = provider.adapter.cost(job)

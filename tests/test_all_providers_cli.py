@@ -87,6 +87,6 @@ async def test_three_hundred_jobs_over_all_six_providers(tmp_path: Path, reading
         assert stats[provider].duplicate_submissions == 0, provider
         assert stats[provider].rate_limited == 0, provider
     for entry in manifest:
-        data = Path(entry["path"]).read_bytes()
+        data = (tmp_path / "out" / entry["path"]).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         assert digest == entry["sha256"] == stats[entry["provider"]].served[entry["request_id"]]

@@ -56,11 +56,11 @@ async def test_two_hundred_jobs_through_the_cli(tmp_path: Path) -> None:
     # The emulator's limit was binding: without pacing, 200 submits would burst past 50.
     assert stats.requests > 50
     for entry in manifest:
-        data = Path(entry["path"]).read_bytes()
+        data = (out / entry["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] == stats.served[entry["request_id"]]
         assert len(data) == entry["bytes"]
     assert not list(out.glob(".*.part"))
-    wav = next(Path(m["path"]) for m in manifest if m["path"].endswith(".wav"))
+    wav = next(out / m["path"] for m in manifest if m["path"].endswith(".wav"))
     with wave.open(str(wav)) as w:
         assert abs(w.getnframes() / w.getframerate() - 2.0) < 0.01
     # Every job event is structured and names its job and provider.

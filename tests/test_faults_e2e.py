@@ -78,7 +78,7 @@ async def test_three_hundred_jobs_with_every_fault_injected(tmp_path: Path) -> N
         outcome = outcomes.get(entry["request_id"], "COMPLETED")
         if outcome == "COMPLETED":
             assert entry["status"] == "completed", (entry["error_type"], entry["error"])
-            data = Path(entry["path"]).read_bytes()
+            data = (tmp_path / "out" / entry["path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == entry["sha256"]
             assert entry["sha256"] == stats[entry["provider"]].served[entry["request_id"]]
         else:
@@ -206,5 +206,5 @@ async def test_an_accepted_submit_whose_reply_is_lost_is_found_on_replicate(
     assert all(e["possibly_duplicated"] == (e["attempts"] > 1) for e in mine)
     # Every file is the one the request id it names was served.
     for e in entries.values():
-        digest = hashlib.sha256(Path(e["path"]).read_bytes()).hexdigest()
+        digest = hashlib.sha256((tmp_path / "out" / e["path"]).read_bytes()).hexdigest()
         assert digest == e["sha256"] == stats[e["provider"]].served[e["request_id"]]

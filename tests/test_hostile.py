@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
-from test_resume import start_cli, wait_for
+from test_resume import cli_env, start_cli, wait_for
 
 from stableaudio_async.emulator import Emulator
 
@@ -70,3 +72,37 @@ async def test_the_lock_file_is_never_followed_as_a_symlink(tmp_path: Path) -> N
         assert not emu.stats
     assert code == 2 and "symlink" in stderr, stderr[-2000:]
     assert target.read_text() == "keep me"
+
+
+async def cli_in(cwd: Path, *args: str) -> tuple[int, str]:
+    """The CLI run from working directory ``cwd``; its exit code and stderr."""
+    env = {**cli_env(), **ENV}
+    result = await anyio.run_process([sys.executable, "-m", "stableaudio_async", *args],
+                                     cwd=cwd, env=env, check=False)
+    return result.returncode, result.stderr.decode()
+
+
+async def test_resume_from_another_directory_and_after_the_folder_moved(tmp_path: Path) -> None:
+    """Paths in the manifest and journal are relative to the output folder: a rerun from
+    another working directory (absolute --out), and one after `mv out out2`, skip every
+    finished job rather than pay for it again."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    rows = [{"provider": "pixazo", "prompt": f"moved {i}", "seed": i, "duration": 1}
+            for i in range(4)]
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        run = ("run", str(batch), "--config", str(config))
+        code, stderr = await cli_in(here, *run, "--out", "out_c")
+        assert code == 0, stderr[-2000:]
+        entries = [json.loads(line) for line in (here / "out_c" / "manifest.jsonl")
+                   .read_text().splitlines()]
+        assert {e["path"] for e in entries} == {f"{e['id']}.mp3" for e in entries}
+        code, stderr = await cli_in(elsewhere, *run, "--out", str(here / "out_c"))
+        assert code == 0 and "4 already done" in stderr, stderr[-2000:]
+        (here / "out_c").rename(here / "out2")
+        code, stderr = await cli_in(here, *run, "--out", "out2")
+        assert code == 0 and "4 already done" in stderr, stderr[-2000:]
+        assert emu.stats["pixazo"].accepted == 4

@@ -97,7 +97,7 @@ async def test_sigkill_at_three_points_then_resume_completes_each_job_once(tmp_p
     assert {e["id"] for e in entries} == set(records)
     assert len(entries) == len(records)  # one line per job, none lost, none repeated
     for entry in entries:
-        data = Path(entry["path"]).read_bytes()
+        data = (out / entry["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
         assert entry["sha256"] == stats[entry["provider"]].served[entry["request_id"]]
     assert not list(out.glob(".*.part"))
@@ -185,7 +185,7 @@ async def test_rerunning_a_finished_batch_sends_nothing(tmp_path) -> None:
         assert total(emu.stats, "requests") == before
         assert "15 already done" in stderr
         # A damaged file is not trusted: that one job (and only it) is generated again.
-        damaged = Path(manifest(tmp_path / "out")[0]["path"])
+        damaged = tmp_path / "out" / manifest(tmp_path / "out")[0]["path"]
         damaged.write_bytes(b"not the audio")
         accepted = total(emu.stats, "accepted")
         assert (await run_cli(*args, env=ENV))[0] == 0

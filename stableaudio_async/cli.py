@@ -16,8 +16,8 @@ import ssl
 import sys
 import time
 import tomllib
-from collections import Counter
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,20 +27,25 @@ import structlog
 from anyio.from_thread import start_blocking_portal
 from pydantic import ValidationError
 from rich.console import Console
-from rich.live import Live
-from rich.markup import escape
-from rich.table import Table
 
 from stableaudio_async import __version__
 from stableaudio_async.batch import LocatedJob, dropped_fields, load_batch
-from stableaudio_async.budget import estimate, price_usd
+from stableaudio_async.budget import price_usd
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.emulator import Emulator, EmulatorConfig
-from stableaudio_async.engine import Engine, ProviderProgress
+from stableaudio_async.engine import Engine
 from stableaudio_async.errors import ConfigError, InvalidBatchError, StableAudioError
 from stableaudio_async.journal import JobState, read_records
-from stableaudio_async.models import JobResult, JobStatus
+from stableaudio_async.models import JobResult
 from stableaudio_async.providers import ADAPTERS
+from stableaudio_async.render import (
+    LiveProgress,
+    print_dry_run,
+    print_providers,
+    print_status,
+    print_status_json,
+    print_summary,
+)
 
 __all__ = ["main"]
 
@@ -114,56 +119,6 @@ def _known_secrets(settings: Settings, env: Mapping[str, str]) -> list[str]:
     return [key for p in settings.providers.values() if (key := p.api_key(env))]
 
 
-# -- progress --------------------------------------------------------------------------------
-
-
-def _progress_table(progress: Mapping[str, ProviderProgress], elapsed: float) -> Table:
-    table = Table(title=f"stableaudio-async · {elapsed:5.1f} s", title_justify="left")
-    for column in ("provider", "waiting", "queued", "running", "downloading", "done", "failed",
-                   "req/s"):
-        table.add_column(column, justify="left" if column == "provider" else "right")
-    for name, p in sorted(progress.items()):
-        rate = f"{p.rate:.1f}" + (f" / {p.rate_limit:.1f}" if p.rate_limit else "")
-        if p.allowed_rate is not None and p.rate_limit and p.allowed_rate < p.rate_limit - 1e-9:
-            rate += f" (slowed to {p.allowed_rate:.1f} after 429s)"
-        table.add_row(name, str(p.waiting), str(p.queued), str(p.running), str(p.downloading),
-                      str(p.completed), str(p.failed), rate)
-    return table
-
-
-def _print_summary(console: Console, results: Sequence[JobResult], elapsed: float,
-                   out_dir: Path, *, total: int, interrupted: bool = False,
-                   dropped: Mapping[str, Mapping[str, int]] | None = None) -> None:
-    counts = Counter(r.status for r in results)
-    failed = [r for r in results if r.status is JobStatus.FAILED]
-    left = total - counts[JobStatus.COMPLETED] - counts[JobStatus.SKIPPED] - len(failed)
-    console.print(
-        f"{total} job(s) in {elapsed:.1f} s: {counts[JobStatus.COMPLETED]} completed, "
-        f"{counts[JobStatus.SKIPPED]} already done, {len(failed)} failed, {left} left "
-        f"to run{' (interrupted)' if interrupted else ''}; audio and manifest.jsonl in {out_dir}"
-    )
-    for result in failed[:20]:
-        # A provider's words: printed as text, never read as markup.
-        console.print(f"  failed {result.id} ({result.provider}): {escape(result.error or '')}")
-    if len(failed) > 20:
-        console.print(f"  … and {len(failed) - 20} more (see manifest.jsonl)")
-    pending = [r for r in results if r.status is JobStatus.PENDING]
-    undelivered = [r for r in pending if r.pending_reason == "download"]
-    held = [r for r in pending if r.pending_reason != "download"]
-    if undelivered:
-        console.print(f"  {len(undelivered)} job(s) generated but not downloaded yet "
-                      f"({escape(undelivered[0].error or '')}): a rerun fetches them by their "
-                      "request ids, without submitting them again")
-    if held:
-        console.print(f"  {len(held)} job(s) held back: {escape(held[0].error or '')}")
-    if left:
-        console.print("  rerun the same command to pick up where this run stopped")
-    for provider, fields in sorted((dropped or {}).items()):
-        named = ", ".join(f"{name} ({count} job{'s' if count > 1 else ''})"
-                          for name, count in sorted(fields.items()))
-        console.print(f"  left out, as {provider} does not take them: {named}")
-
-
 #: After the first Ctrl-C or SIGTERM, how long submits already on the wire may take to be
 #: answered (so their request ids reach the journal) before the run is cut short.
 STOP_GRACE_SECONDS = 3.0
@@ -188,6 +143,12 @@ async def _watch_signals(engine: Engine, console: Console, stopped: list[bool]) 
             engine.abort()
 
 
+async def _refresh(display: LiveProgress, engine: Engine, started: float) -> None:
+    while True:
+        display.update(engine.progress(), time.monotonic() - started)
+        await anyio.sleep(0.25)
+
+
 async def _run_batch(
     settings: Settings,
     jobs: Sequence[LocatedJob],
@@ -205,35 +166,22 @@ async def _run_batch(
     async with Engine(settings, out_dir=out_dir, env=env, force=force,
                       max_cost_usd=max_cost_usd) as engine:
         engine.prepare(jobs)  # the whole batch and every key it needs, before any request
+        display = LiveProgress.for_batch(console, settings, jobs) if live else None
         async with anyio.create_task_group() as tg:
             tg.start_soon(_watch_signals, engine, console, stopped)
-            if live:
-                with Live(_progress_table({}, 0.0), console=console, refresh_per_second=4,
-                          transient=False) as display:
-
-                    async def refresh() -> None:
-                        while True:
-                            display.update(_progress_table(engine.progress(),
-                                                           time.monotonic() - started))
-                            await anyio.sleep(0.25)
-
-                    tg.start_soon(refresh)
-                    async for result in engine.run(jobs):
-                        results.append(result)
-                    display.update(_progress_table(engine.progress(),
-                                                   time.monotonic() - started))
-            else:
+            with display or nullcontext():
+                if display is not None:
+                    tg.start_soon(_refresh, display, engine, started)
                 async for result in engine.run(jobs):
                     results.append(result)
+                    if display is not None:
+                        display.record(result)
+                if display is not None:
+                    display.update(engine.progress(), time.monotonic() - started)
             tg.cancel_scope.cancel()
-    _print_summary(console, results, time.monotonic() - started, out_dir,
-                   total=len(jobs), interrupted=bool(stopped), dropped=dropped_fields(jobs))
-    for name, progress in sorted(engine.progress().items()):
-        if progress.allowed_rate is not None and progress.rate_limit \
-                and progress.allowed_rate < progress.rate_limit - 1e-9:
-            console.print(f"  {name}: 429s slowed pacing to {progress.allowed_rate:.2f} "
-                          f"requests/s (configured {progress.rate_limit:.2f}); lower its "
-                          "rate_limit if this recurs")
+    print_summary(console, results, time.monotonic() - started, out_dir,
+                  total=len(jobs), interrupted=bool(stopped), dropped=dropped_fields(jobs),
+                  progress=engine.progress())
     if stopped:
         return EXIT_INTERRUPTED
     return EXIT_OK if len(results) == len(jobs) and all(r.ok for r in results) else EXIT_FAILED
@@ -247,7 +195,8 @@ def _execute(
     env: Mapping[str, str],
 ) -> int:
     console = Console(stderr=True)
-    live = console.is_terminal and not args.no_progress
+    # JSON lines are for machines: a live display drawn between them would garble them.
+    live = console.is_terminal and not args.no_progress and args.log_format != "json"
     level = logging.WARNING if live and args.log_level == "info" else _LEVELS[args.log_level]
     configure_logging(fmt=args.log_format, level=level,
                       secrets=_known_secrets(settings, env), stream=sys.stderr)
@@ -260,23 +209,7 @@ def _execute(
 def _dry_run(settings: Settings, jobs: Sequence[LocatedJob], out_dir: Path) -> int:
     """Print every job, its provider and price, and the totals; send nothing."""
     done = {r.job_id for r in read_records(out_dir) if r.state is JobState.COMPLETED}
-    for item in jobs:
-        job = item.job
-        price = price_usd(job, settings)
-        note = " (already done: skipped)" if job.id in done else ""
-        cost = f"${price:.4f}" if price is not None else "price unknown"
-        print(f"{job.id}  {job.provider}  {job.model or '-'}  {job.task}  {cost}{note}")
-    todo = [item.job for item in jobs if item.job.id not in done]
-    est = estimate(todo, settings)
-    for provider in sorted(est.jobs):
-        unpriced = est.unpriced.get(provider, 0)
-        print(f"{provider}: {est.jobs[provider]} job(s) to run, "
-              f"${est.usd.get(provider, 0.0):.4f}"
-              + (f" + {unpriced} without a known price" if unpriced else ""))
-    print(f"total: {len(todo)} job(s) to run ({len(jobs) - len(todo)} already done), "
-          f"estimated ${est.total_usd:.4f}"
-          + (" plus jobs without a known price (set providers.<name>.price_usd)"
-             if est.unpriced else ""))
+    print_dry_run(settings, jobs, done)
     return EXIT_OK
 
 
@@ -307,34 +240,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no journal in {args.out}")
         return EXIT_INVALID
     if args.json:
-        # One object per job: its journal state, and the outcome its last run recorded (the
-        # same as its last line in manifest.jsonl).
-        for record in records:
-            result = record.result
-            print(json.dumps({
-                "id": record.job_id, "provider": record.provider, "state": record.state.value,
-                "request_id": record.request_id, "attempts": record.attempts,
-                "possibly_duplicated": record.possibly_duplicated,
-                "status": result.status.value if result else None,
-                "pending_reason": result.pending_reason if result else None,
-                "error": result.error if result else None,
-            }))
-        return EXIT_OK
-    table: dict[str, Counter[str]] = {}
-    for record in records:
-        table.setdefault(record.provider, Counter())[record.state] += 1
-    states = [state.value for state in JobState]
-    print("provider".ljust(12) + "".join(state.rjust(12) for state in states))
-    for provider, counts in sorted(table.items()):
-        print(provider.ljust(12) + "".join(str(counts[state]).rjust(12) for state in states))
-    doubtful = [r.job_id for r in records if r.possibly_duplicated]
-    if doubtful:
-        print(f"possibly duplicated (submit in flight at a crash, sent again): "
-              f"{', '.join(doubtful)}")
-    unfinished = [r for r in records if r.state not in (JobState.COMPLETED, JobState.FAILED)]
-    print(f"{len(records)} job(s): {len(unfinished)} left to finish "
-          f"(rerun the same command to resume)" if unfinished else
-          f"{len(records)} job(s), all finished")
+        print_status_json(records)
+    else:
+        print_status(records)
     return EXIT_OK
 
 
@@ -401,18 +309,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(described, indent=2))
         return EXIT_OK
-    for entry in described:
-        key = ("set" if entry["key_set"] else "NOT set") if entry["configured"] else "-"
-        print(f"{entry['name']}: key {entry.get('api_key_env', '?')} {key}; "
-              f"limit {entry.get('rate_limit') or 'none'}; "
-              f"max in flight {entry.get('max_in_flight', '-')}; "
-              f"{'synchronous' if entry['synchronous'] else 'queued'}; "
-              f"local input audio: {entry['local_audio']}")
-        for model, info in entry["models"].items():
-            ranges = ", ".join(f"{k} {v}" for k, v in info["ranges"].items())
-            default = " (default)" if info["default"] else ""
-            print(f"  {model}{default}: {', '.join(info['tasks'])}; {ranges}; "
-                  f"formats {', '.join(info['formats'])}")
+    print_providers(described)
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import anyio
+import structlog
 
 from stableaudio_async.budget import USD_PER_UNIT, Budget, price_usd
 from stableaudio_async.config import Settings
@@ -23,9 +24,11 @@ from stableaudio_async.errors import ConfigError
 from stableaudio_async.lifecycle import HeldBack
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import Job, JobResult
-from stableaudio_async.store import JobStore
+from stableaudio_async.store import JobState, JobStore
 
 __all__ = ["LOCK_NAME", "Ledger", "intact"]
+
+log = structlog.get_logger(__name__)
 
 #: Held (``flock``) by the run writing to an output folder, for as long as it runs.
 LOCK_NAME = ".stableaudio.lock"
@@ -58,7 +61,24 @@ class Ledger:
 
     async def _open(self) -> None:
         await self.journal.__aenter__()
+        try:
+            await self._load()
+        except BaseException:
+            await self.journal.__aexit__(None, None, None)
+            raise
+
+    async def _load(self) -> None:
         await self.manifest.load()
+        if self.manifest.completed:
+            known = {r.job_id for r in await self.journal.records()
+                     if r.state is JobState.COMPLETED}
+            lost = set(self.manifest.completed) - known
+            if lost:
+                # Said once: the journal was deleted, emptied or replaced beside outputs the
+                # manifest still lists. Those jobs are taken from it where their files match.
+                log.warning("journal.recovering", folder=str(self.out_dir), jobs=len(lost),
+                            hint="the journal lacks jobs manifest.jsonl lists as completed: "
+                                 "those whose files match their sha256 are not run again")
         await anyio.to_thread.run_sync(_remove_stale_parts, self.out_dir)
         if self._max_cost_usd is not None:
             self._budget = Budget(self._max_cost_usd, spent_usd=await self._spent_usd())
@@ -97,17 +117,23 @@ class Ledger:
             billed = result.cost is not None and result.cost > 0
             self._budget.settle(reserved,
                                 (price_usd(job, self._settings) or 0.0) if billed else 0.0)
-        kept = self._stored(result)
+        kept = self.stored(result)
         await self.journal.finished(kept)
         await self.manifest.append(kept)
+
+    def recovered(self, job_id: str) -> JobResult | None:
+        """The job's completed result as the manifest's last line for it says, with its path
+        usable from here; None when the manifest lists it as anything else, or not at all."""
+        result = self.manifest.completed.get(job_id)
+        return None if result is None else self.resolved(result)
 
     async def skipped(self, result: JobResult) -> None:
         """A job already done in this folder: complete the manifest if the last run died
         between journal and manifest."""
         if result.id not in self.manifest.ids:
-            await self.manifest.append(self._stored(result))
+            await self.manifest.append(self.stored(result))
 
-    def _stored(self, result: JobResult) -> JobResult:
+    def stored(self, result: JobResult) -> JobResult:
         """``result`` as journal and manifest keep it: its file named relative to the output
         folder, so that the folder resumes from any directory, and after it has moved."""
         if result.path is None:

@@ -89,7 +89,14 @@ class Engine:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
         self._session = session = aiohttp.ClientSession(
             connector=connector, trust_env=False, trace_configs=[send_tracing()])
-        await self._ledger.__aenter__()
+        try:
+            await self._ledger.__aenter__()
+        except BaseException:
+            # A folder that cannot be used (locked, a corrupt journal, a manifest that is not
+            # a file): nothing was sent, and nothing is left open behind the error.
+            await session.close()
+            self._session = None
+            raise
         journal = self._ledger.journal
         download = self.settings.download
         self._jobs = JobRunner(

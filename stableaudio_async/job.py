@@ -73,6 +73,15 @@ class JobRunner:
             bound.info("job.skipped", reason="already completed in this output folder")
             await self._ledger.skipped(done)
             return done.model_copy(update={"status": JobStatus.SKIPPED, "timings": Timings()})
+        if not self._force and (record is None or record.state is JobState.PENDING):
+            # Not in the journal (deleted, emptied), but in the manifest with its file intact.
+            listed = self._ledger.recovered(job.id)
+            if listed is not None and await intact(listed):
+                bound.warning("job.recovered", path=listed.path,
+                              reason="completed by the manifest; its file matches its sha256")
+                await journal.finished(self._ledger.stored(listed))
+                return listed.model_copy(update={"status": JobStatus.SKIPPED,
+                                                 "timings": Timings()})
         run = JobRun(provider.counts, started=anyio.current_time(), seed=job.seed)
         resume = self._resumed(provider, run, record)
         price = provider.adapter.cost(job)

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 
 import anyio
+from pydantic import ValidationError
 
+from stableaudio_async.errors import ConfigError
 from stableaudio_async.models import JobResult, JobStatus
 
 __all__ = ["MANIFEST_NAME", "Manifest"]
@@ -23,6 +25,8 @@ class Manifest:
         self._lock = anyio.Lock()
         #: Ids of the jobs with a ``completed`` line in the manifest (see :meth:`load`).
         self.ids: set[str] = set()
+        #: Each job whose last line read at :meth:`load` says it completed: that line.
+        self.completed: dict[str, JobResult] = {}
         # Lines waiting for the next write; how many were ever queued, and written.
         self._pending: list[bytes] = []
         self._queued = 0
@@ -30,13 +34,18 @@ class Manifest:
 
     async def load(self) -> None:
         """Read the ids listed as completed, dropping a last line a crash left half-written."""
-        self.ids = await anyio.to_thread.run_sync(self._load)
+        self.ids, self.completed = await anyio.to_thread.run_sync(self._load)
 
-    def _load(self) -> set[str]:
+    def _load(self) -> tuple[set[str], dict[str, JobResult]]:
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise ConfigError(f"{self.path} is not a regular file: move it away, or choose "
+                              "another --out")
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return set()
+            return set(), {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         end = data.rfind(b"\n") + 1
         if end < len(data):
             # A process killed mid-append: cut the fragment so the next line starts clean.
@@ -44,14 +53,24 @@ class Manifest:
                 fh.truncate(end)
                 os.fsync(fh.fileno())
         ids = set()
+        last: dict[str, bytes] = {}
         for line in data[:end].splitlines():
             try:
                 entry = json.loads(line)
+                last[str(entry["id"])] = line
                 if entry["status"] == JobStatus.COMPLETED:
                     ids.add(str(entry["id"]))
             except (ValueError, KeyError, TypeError):
                 continue
-        return ids
+        completed = {}
+        for job_id, line in last.items():
+            try:
+                result = JobResult.model_validate_json(line)
+            except ValidationError:
+                continue
+            if result.status is JobStatus.COMPLETED:
+                completed[job_id] = result
+        return ids, completed
 
     async def append(self, result: JobResult) -> None:
         """Append ``result`` as one line and make it durable before returning.

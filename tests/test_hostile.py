@@ -106,3 +106,54 @@ async def test_resume_from_another_directory_and_after_the_folder_moved(tmp_path
         code, stderr = await cli_in(here, *run, "--out", "out2")
         assert code == 0 and "4 already done" in stderr, stderr[-2000:]
         assert emu.stats["pixazo"].accepted == 4
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+async def test_a_lost_journal_is_recovered_from_the_manifest(tmp_path: Path, damage: str) -> None:
+    """journal.sqlite3 deleted or truncated to 0 bytes, files and manifest intact: every job
+    whose file matches its manifest sha256 is done (nothing submitted, nothing overwritten),
+    said once; a job whose file was damaged too is the only one generated again."""
+    rows = [{"provider": "pixazo", "prompt": f"lost {i}", "seed": i, "duration": 1}
+            for i in range(4)]
+    out = tmp_path / "out"
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        args = ("run", str(batch), "--out", str(out), "--config", str(config))
+        assert (await run_cli(*args, env=ENV))[0] == 0
+        entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+        for suffix in ("", "-wal", "-shm"):
+            journal = out / f"journal.sqlite3{suffix}"
+            if damage == "deleted" or suffix:
+                journal.unlink(missing_ok=True)
+            else:
+                journal.write_bytes(b"")
+        (out / entries[0]["path"]).write_bytes(b"not the audio")
+        before = {e["id"]: (out / e["path"]).stat().st_mtime_ns for e in entries[1:]}
+        code, _, stderr = await run_cli(*args, "--log-format", "json", env=ENV)
+        assert code == 0, stderr[-2000:]
+        assert emu.stats["pixazo"].accepted == 5  # only the damaged one again
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert [e["jobs"] for e in events if e["event"] == "journal.recovering"] == [4]
+    assert sorted(e["job_id"] for e in events if e["event"] == "job.recovered") == sorted(before)
+    assert {e["id"]: (out / e["path"]).stat().st_mtime_ns for e in entries[1:]} == before
+    # The journal knows them again: a third run sends nothing and says so.
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
+                                        str(config), env=ENV)
+        assert code == 0 and not emu.stats and "4 already done" in stderr, stderr[-2000:]
+
+
+async def test_a_manifest_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "manifest.jsonl").mkdir(parents=True)
+    batch = write_jsonl(tmp_path / "batch.jsonl",
+                        [{"provider": "pixazo", "prompt": "x", "duration": 1}])
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
+                                        str(config), env=ENV)
+        assert not emu.stats
+    assert code == 2 and "is not a regular file" in stderr and "Traceback" not in stderr
+    assert "Unclosed" not in stderr

@@ -243,4 +243,5 @@ async def test_reply_cut_off_mid_audio_is_not_resent(tmp_path, content_type: str
     assert result.error_type == "DownloadError" and result.cost is not None and result.cost > 0
     assert "broke off after the generation finished" in (result.error or "")
     assert not [p for p in tmp_path.iterdir()  # no partial file, under any name
-                if not p.name.startswith(("manifest.jsonl", "journal.sqlite3"))]
+                if not p.name.startswith(("manifest.jsonl", "journal.sqlite3",
+                                          ".stableaudio.lock"))]

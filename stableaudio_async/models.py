@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AudioSource",
@@ -31,6 +40,12 @@ __all__ = [
 
 # Job ids become file names (`<id>.<ext>`), so they may not hold separators or start with a dot.
 JobId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+#: A job's numbers are taken as written: no ``true`` for 1, no ``"30"`` for 30, nothing
+#: infinite or NaN (a whole number is a fine ``float``).
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Whole = Annotated[int, Strict()]
+#: How deep ``options`` may nest: deeper is no provider's body, and a hostile one.
+MAX_OPTION_DEPTH = 32
 
 
 class Task(StrEnum):
@@ -61,18 +76,28 @@ class Job(BaseModel):
     task: Task = Task.TEXT_TO_AUDIO
     prompt: str = Field(min_length=1)
     negative_prompt: str | None = None
-    duration: float | None = Field(default=None, gt=0)
-    steps: int | None = Field(default=None, ge=1)
-    guidance_scale: float | None = Field(default=None, ge=0)
-    seed: int | None = Field(default=None, ge=0)
+    duration: Number | None = Field(default=None, gt=0)
+    steps: Whole | None = Field(default=None, ge=1)
+    guidance_scale: Number | None = Field(default=None, ge=0)
+    seed: Whole | None = Field(default=None, ge=0)
     #: ``None``: the provider's own default (mp3 where it offers mp3, else what it returns).
     output_format: str | None = None
     bitrate: str | None = None
     audio: str | None = None
-    strength: float | None = Field(default=None, ge=0, le=1)
-    mask_start: float | None = Field(default=None, ge=0)
-    mask_end: float | None = Field(default=None, ge=0)
+    strength: Number | None = Field(default=None, ge=0, le=1)
+    mask_start: Number | None = Field(default=None, ge=0)
+    mask_end: Number | None = Field(default=None, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _options_are_json(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Only what JSON can carry: a NaN or an infinity would go on the wire as a literal
+        that is not JSON."""
+        problem = _not_json(options, "options", 0)
+        if problem is not None:
+            raise ValueError(problem)
+        return options
 
     @model_validator(mode="before")
     @classmethod
@@ -95,6 +120,25 @@ class Job(BaseModel):
             payload.pop("options", None)
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def _not_json(value: Any, where: str, depth: int) -> str | None:
+    """Why ``value`` is not a JSON value (its place named), or None."""
+    if depth > MAX_OPTION_DEPTH:
+        return f"{where}: nested deeper than {MAX_OPTION_DEPTH} levels"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where}: {value} is not a finite number"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _not_json(item, f"{where}.{key}", depth + 1)
+            if problem is not None:
+                return problem
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = _not_json(item, f"{where}[{index}]", depth + 1)
+            if problem is not None:
+                return problem
+    return None
 
 
 @dataclass(frozen=True, slots=True)

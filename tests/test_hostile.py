@@ -157,3 +157,27 @@ async def test_a_manifest_that_is_a_directory_is_a_clear_error(tmp_path: Path) -
         assert not emu.stats
     assert code == 2 and "is not a regular file" in stderr and "Traceback" not in stderr
     assert "Unclosed" not in stderr
+
+
+@pytest.mark.parametrize(("line", "field"), [
+    ('{"provider": "pixazo", "prompt": "x", "duration": true}', "duration"),
+    ('{"provider": "pixazo", "prompt": "x", "seed": true}', "seed"),
+    ('{"provider": "pixazo", "prompt": "x", "duration": "30"}', "duration"),
+    ('{"provider": "pixazo", "prompt": "x", "steps": "8"}', "steps"),
+    ('{"provider": "pixazo", "prompt": "x", "duration": NaN}', "duration"),
+    ('{"provider": "pixazo", "prompt": "x", "options": {"x": NaN}}', "options"),
+    ('{"provider": "pixazo", "prompt": "x", "options": {"y": [1, Infinity]}}', "options"),
+])
+async def test_numbers_are_taken_as_written_and_finite(tmp_path: Path, line: str,
+                                                       field: str) -> None:
+    """A bool, a numeric string or a non-finite number is refused at validation, naming the
+    line and the field, and nothing is sent: no paid 1-second track nobody asked for."""
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"provider": "pixazo", "prompt": "fine", "duration": 1}\n' + line + "\n")
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                        "--config", str(config), env=ENV)
+        assert not emu.stats
+    assert code == 2, stderr[-2000:]
+    assert f"batch.jsonl:2, field '{field}" in stderr, stderr[-2000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ __all__ = [
     "HttpRequest",
     "open_reply",
     "read_reply",
+    "secrets_of",
     "send",
     "send_tracing",
     "translate_errors",
@@ -156,6 +158,35 @@ async def open_reply(
             yield response
 
 
+#: What an echoed secret is replaced with in a reply.
+REDACTED = "[REDACTED]"
+#: Request headers that carry a credential.
+_CREDENTIAL_HEADER = re.compile(r"authorization|key|token|secret", re.IGNORECASE)
+#: A credential shorter than this is no secret worth finding in text (and would match by chance).
+_MIN_SECRET = 8
+
+
+def secrets_of(request: HttpRequest) -> tuple[str, ...]:
+    """The credentials ``request`` carries, longest first: each credential header's value, and
+    its parts (``Bearer <key>``, fal's ``Key <id>:<secret>``), as a provider may echo them."""
+    found: set[str] = set()
+    for name, value in request.headers.items():
+        if not _CREDENTIAL_HEADER.search(name):
+            continue
+        found.add(value)
+        for word in value.split():
+            found.add(word)
+            found.update(word.split(":"))
+    return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True))
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 async def send(
     session: aiohttp.ClientSession,
     request: HttpRequest,
@@ -167,11 +198,21 @@ async def send(
     """Send ``request`` and read the whole reply (provider API replies are small)."""
     async with open_reply(session, request, provider=provider, total_timeout=total_timeout,
                           on_sent=on_sent) as response:
-        return await read_reply(response)
+        return await read_reply(response, secrets_of(request))
 
 
-async def read_reply(response: aiohttp.ClientResponse) -> HttpReply:
-    """Read a reply's whole body into an :class:`HttpReply` (errors as in :func:`open_reply`)."""
+async def read_reply(response: aiohttp.ClientResponse,
+                     secrets: Sequence[str] = ()) -> HttpReply:
+    """Read a reply's whole body into an :class:`HttpReply` (errors as in :func:`open_reply`).
+
+    Any of ``secrets`` (see :func:`secrets_of`) the provider echoes, in its body, headers or
+    URL, is replaced with ``[REDACTED]`` here, before anything reads the reply: so no error,
+    log line, manifest or journal built from it can hold the key.
+    """
     body = await response.read()
-    headers = {k.lower(): v for k, v in response.headers.items()}
-    return HttpReply(response.status, headers, body, str(response.url))
+    headers = {k.lower(): _redact(v, secrets) for k, v in response.headers.items()}
+    for secret in secrets:
+        encoded = secret.encode()
+        if encoded in body:
+            body = body.replace(encoded, REDACTED.encode())
+    return HttpReply(response.status, headers, body, _redact(str(response.url), secrets))

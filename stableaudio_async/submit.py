@@ -22,7 +22,14 @@ from stableaudio_async.config import DownloadSettings
 from stableaudio_async.download import WrittenFile, fetch_audio, write_body
 from stableaudio_async.errors import DownloadError, ProviderError, ProviderUnavailableError
 from stableaudio_async.fetch import destination
-from stableaudio_async.http import HttpRequest, open_reply, read_reply, send, translate_errors
+from stableaudio_async.http import (
+    HttpRequest,
+    open_reply,
+    read_reply,
+    secrets_of,
+    send,
+    translate_errors,
+)
 from stableaudio_async.lifecycle import JobPhase, JobRun, accept, check_finish
 from stableaudio_async.models import Job, RemoteHandle, Running
 from stableaudio_async.providers.base import AUDIO_SUFFIXES, is_url
@@ -188,7 +195,7 @@ class Submitter:
                     # JSON (base64 audio) or an error: small, read whole.
                     try:
                         with translate_errors(provider.name, what="reading the reply"):
-                            reply = await read_reply(response)
+                            reply = await read_reply(response, secrets_of(request))
                     except ProviderError as exc:
                         if response.status == 200:  # the audio, generated and billed
                             run.request_id = headers.get("x-request-id")

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from aiohttp import web
 from test_resume import cli_env, start_cli, wait_for
 
 from stableaudio_async.emulator import Emulator
+from stableaudio_async.journal import JOURNAL_NAME
 
 from conftest import TEST_KEY, fast_config, write_settings
 from test_cli_e2e import run_cli, write_jsonl
@@ -181,3 +183,64 @@ async def test_numbers_are_taken_as_written_and_finite(tmp_path: Path, line: str
         assert not emu.stats
     assert code == 2, stderr[-2000:]
     assert f"batch.jsonl:2, field '{field}" in stderr, stderr[-2000:]
+
+
+async def test_a_provider_echoing_the_key_never_gets_it_into_any_output(tmp_path: Path) -> None:
+    """A stub Pixazo that echoes the key: in a 401's body and headers, and in a failed job's
+    error. The key reaches neither stderr (console or JSON), nor the manifest, nor the
+    journal, nor status --json."""
+    key = TEST_KEY
+
+    async def submit(request: web.Request) -> web.Response:
+        given = request.headers.get("Ocp-Apim-Subscription-Key", "")
+        body = await request.json()
+        if "refused" in body["prompt"]:
+            return web.json_response(
+                {"statusCode": 401, "message": f"Access denied: key {given} is not valid"},
+                status=401, headers={"X-Echo": f"key={given}"})
+        host = f"http://{request.host}"
+        return web.json_response({"request_id": "req-1", "status": "QUEUED",
+                                  "polling_url": f"{host}/v2/requests/status/req-1"},
+                                 status=202)
+
+    async def status(request: web.Request) -> web.Response:
+        given = request.headers.get("Ocp-Apim-Subscription-Key", "")
+        return web.json_response({"request_id": "req-1", "status": "FAILED", "output": None,
+                                  "error": f"worker crashed holding {given}"})
+
+    app = web.Application()
+    route = "stable-audio-3-small-music-text-to-audio"
+    app.router.add_post(f"/{route}/v1/{route}-request", submit)
+    app.router.add_get("/v2/requests/status/{id}", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        async with Emulator(fast_config()) as emu:
+            settings = emu.client_settings()
+        pixazo = settings.providers["pixazo"].model_copy(
+            update={"base_url": f"http://127.0.0.1:{port}"})
+        settings = settings.model_copy(update={"providers": {"pixazo": pixazo}})
+        config = write_settings(settings, tmp_path / "providers.toml")
+        out = tmp_path / "out"
+        for fmt in ("console", "json"):
+            batch = write_jsonl(tmp_path / f"batch-{fmt}.jsonl", [
+                {"provider": "pixazo", "prompt": f"fails {fmt}", "duration": 1},
+                {"provider": "pixazo", "prompt": f"refused {fmt}", "duration": 1}])
+            code, stdout, stderr = await run_cli(
+                "run", str(batch), "--out", str(out), "--config", str(config),
+                "--log-format", fmt, "--log-level", "debug", env=ENV)
+            assert code == 1, stderr[-2000:]
+            assert "worker crashed holding" in stderr and "Access denied" in stderr
+            assert key not in stdout + stderr
+        code, stdout, _ = await run_cli("status", "--out", str(out), "--json", env=ENV)
+        assert code == 0 and "[REDACTED]" in stdout and key not in stdout
+    finally:
+        await runner.cleanup()
+    manifest_text = (out / "manifest.jsonl").read_text()
+    assert "[REDACTED]" in manifest_text and key not in manifest_text
+    for path in out.iterdir():
+        if path.name.startswith(JOURNAL_NAME):
+            assert key.encode() not in path.read_bytes(), path.name

@@ -13,8 +13,16 @@ import os
 import tomllib
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stableaudio_async.errors import ConfigError
 
@@ -32,7 +40,9 @@ __all__ = [
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Every number a user writes must be finite: an infinite period, price or timeout is no
+    # setting, and would only fail later, mid-run.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class RateLimit(_Frozen):
@@ -142,6 +152,18 @@ class CircuitPolicy(_Frozen):
 
 class ProviderSettings(_Frozen):
     """Everything the engine needs to know about one provider, except its key."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        """An http or https URL with a host: the key is sent there, so nothing else will do."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold a user name or password (keys come from the "
+                             "environment)")
+        return url
 
     base_url: str
     api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -244,3 +244,26 @@ async def test_a_provider_echoing_the_key_never_gets_it_into_any_output(tmp_path
     for path in out.iterdir():
         if path.name.startswith(JOURNAL_NAME):
             assert key.encode() not in path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ('base_url = "file:///etc/passwd"', "not an http(s) URL"),
+    ('base_url = "not a url"', "not an http(s) URL"),
+    ('base_url = "https://user:pw@gateway.pixazo.ai"', "user name or password"),
+    ("rate_limit = {requests = 10, period = inf}", "finite"),
+    ("price_usd = inf", "finite"),
+    ("poll = {timeout = inf}", "finite"),
+    ("poll = {initial = nan}", "finite"),
+])
+async def test_a_config_that_cannot_work_is_refused_at_load(tmp_path: Path, setting: str,
+                                                            words: str) -> None:
+    """--dry-run too exits 2 on a base URL that is no http(s) URL or an infinite number,
+    rather than printing $inf or failing every job at run time."""
+    config = tmp_path / "providers.toml"
+    config.write_text(f"[providers.pixazo]\n{setting}\n")
+    batch = write_jsonl(tmp_path / "batch.jsonl",
+                        [{"provider": "pixazo", "prompt": "x", "duration": 1}])
+    code, stdout, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                         "--config", str(config), "--dry-run", env=ENV)
+    assert code == 2 and words in stderr, stderr[-2000:]
+    assert "$inf" not in stdout and "Traceback" not in stderr

@@ -27,7 +27,7 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-__all__ = ["AudioProblem", "check_audio"]
+__all__ = ["AudioProblem", "audio_length", "check_audio"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +118,33 @@ def check_audio(path: Path, *, expected_format: str, expected_duration: float | 
         return AudioProblem("unreadable", f"cannot read the file: {exc.strerror or exc}")
 
 
+def audio_length(path: Path, *, expected_format: str,
+                 min_slack: float = 1.0) -> AudioProblem | float | None:
+    """For an input file: why ``path`` is not ``expected_format`` audio, else its length in
+    seconds (None when its container does not state one without decoding)."""
+    fmt = expected_format.lower()
+    if fmt not in _ACCEPTS:
+        raise ValueError(f"cannot check format {expected_format!r}; known: {sorted(_ACCEPTS)}")
+    try:
+        with path.open("rb") as f:
+            measured = _examine(f, fmt, min_slack)
+    except OSError as exc:
+        return AudioProblem("unreadable", f"cannot read the file: {exc.strerror or exc}")
+    return measured if isinstance(measured, AudioProblem) else measured.seconds
+
+
 def _check_open(f: IO[bytes], fmt: str, expected: float | None, tolerance: float,
                 min_slack: float) -> AudioProblem | None:
+    measured = _examine(f, fmt, min_slack)
+    if isinstance(measured, AudioProblem):
+        return measured
+    if expected is None or measured.seconds is None:
+        return None
+    return _check_length(measured.seconds, expected, tolerance, min_slack)
+
+
+def _examine(f: IO[bytes], fmt: str, min_slack: float) -> _Measured | AudioProblem:
+    """What the open file is: ``fmt`` audio, measured, or the problem with it."""
     size = os.fstat(f.fileno()).st_size
     if size == 0:
         return AudioProblem("empty", "file is empty (0 bytes)")
@@ -139,9 +164,7 @@ def _check_open(f: IO[bytes], fmt: str, expected: float | None, tolerance: float
         return measured
     if fmt == "aac" and measured.codec and not measured.codec.startswith("mp4a"):
         return AudioProblem("wrong_format", f"expected aac, file is MP4 holding {measured.codec}")
-    if expected is None or measured.seconds is None:
-        return None
-    return _check_length(measured.seconds, expected, tolerance, min_slack)
+    return measured
 
 
 def _check_length(actual: float, expected: float, tolerance: float,

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from test_provider_contract import FAL, reply
 
+from stableaudio_async.emulator.audio import render_audio
 from stableaudio_async.errors import (
     AuthenticationError,
     InsufficientBalanceError,
@@ -186,7 +187,7 @@ def test_non_integer_guidance_scale_is_refused_as_such() -> None:
 def test_valid_jobs_pass_for_every_task(tmp_path: Path) -> None:
     """In-range jobs of every task and both models validate clean."""
     source = tmp_path / "in.wav"
-    source.write_bytes(b"RIFF" + b"\0" * 100)
+    source.write_bytes(render_audio("in", 1, 2.0, "wav"))
     good = [
         job(duration=190, steps=8, guidance_scale=25, seed=0),
         job(task=Task.AUDIO_TO_AUDIO, audio=str(source), strength=0.01, duration=1),

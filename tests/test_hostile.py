@@ -267,3 +267,35 @@ async def test_a_config_that_cannot_work_is_refused_at_load(tmp_path: Path, sett
                                          "--config", str(config), "--dry-run", env=ENV)
     assert code == 2 and words in stderr, stderr[-2000:]
     assert "$inf" not in stdout and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("provider", ["fal", "wavespeed"])
+@pytest.mark.parametrize("kind", ["text", "empty", "zeros", "shadow", "directory"])
+async def test_a_local_input_that_is_not_audio_is_never_uploaded(
+        tmp_path: Path, provider: str, kind: str) -> None:
+    """Audio-to-audio with a local "x.wav" that is text, empty, 9 MB of zeros, a symlink to
+    /etc/shadow or a directory: refused at validation (exit 2), naming line and field, and
+    no byte of it reaches the provider."""
+    source = tmp_path / "x.wav"
+    if kind == "text":
+        source.write_text("dear diary\n" * 50)
+    elif kind == "empty":
+        source.write_bytes(b"")
+    elif kind == "zeros":
+        source.write_bytes(bytes(9_000_000))
+    elif kind == "shadow":
+        os.symlink("/etc/shadow", source)
+    else:
+        source.mkdir()
+    batch = write_jsonl(tmp_path / "batch.jsonl", [
+        {"provider": provider, "task": "audio-to-audio", "prompt": "remix", "duration": 2,
+         "audio": str(source)}])
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        env = {"FAL_KEY": TEST_KEY, "WAVESPEED_API_KEY": TEST_KEY}
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                        "--config", str(config), env=env)
+        assert not emu.stats
+    assert code == 2, stderr[-2000:]
+    assert "batch.jsonl:1, job" in stderr and "field 'audio'" in stderr, stderr
+    assert "Traceback" not in stderr and "diary" not in stderr

@@ -390,7 +390,7 @@ SA2 = {"model": "stable-audio-2"}
         pytest.param({**A2A, "audio": "@wav3.wav"}, "audio", "6–190", id="a2a-wav-3s"),
         pytest.param({**A2A, "audio": "@x.mp3"}, "audio", "50 MB", id="a2a-51MB"),
         pytest.param({**INPAINT, "audio": "@x.mp3"}, "audio", "50 MB", id="inpaint-51MB"),
-        pytest.param({**A2A, "audio": "@fake.wav"}, "audio", "not a readable WAV",
+        pytest.param({**A2A, "audio": "@fake.wav"}, "audio", "is not wav audio",
                      id="a2a-not-a-wav"),
         pytest.param({"options": {"accept": "text/html"}}, "options.accept", "application/json",
                      id="accept-html"),

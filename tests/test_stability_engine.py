@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from stableaudio_async import Engine, Job, JobStatus, load_settings
+from stableaudio_async import Engine, InvalidBatchError, Job, JobStatus, load_settings
 from stableaudio_async.config import RetryPolicy
 from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.audio import render_audio
@@ -92,15 +92,17 @@ async def test_refusals_fail_without_retry_or_charge(emulator, tmp_path, marker,
     assert not list(tmp_path.glob("*.mp3"))
 
 
-async def test_bad_request_fails_with_the_servers_messages(emulator, tmp_path) -> None:
-    """A 400 ends the job failed, carrying Stability's own error text."""
+async def test_an_input_that_is_not_audio_is_refused_before_anything_is_sent(
+        emulator, tmp_path) -> None:
+    """A local "mp3" that holds text is refused at validation, naming the field, and reaches
+    no provider. (Stability's own 400 texts are rows of tests/test_provider_contract.py.)"""
     fake = tmp_path / "not-audio.mp3"
     fake.write_bytes(b"this is not audio" * 100)
     job = stability("remix", task="audio-to-audio", audio=str(fake))
-    (result,) = (await run_all(emulator, [job], tmp_path / "out")).values()
-    assert (result.error_type, result.http_status, result.attempts) == (
-        "InvalidRequestError", 400, 1)
-    assert "audio" in (result.error or "")
+    with pytest.raises(InvalidBatchError) as refused:
+        await run_all(emulator, [job], tmp_path / "out")
+    assert "is not mp3 audio" in str(refused.value) and "'audio'" in str(refused.value)
+    assert not emulator.stats
 
 
 async def test_server_errors_are_retried_because_failures_are_free(emulator, tmp_path) -> None:

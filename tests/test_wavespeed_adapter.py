@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from test_provider_contract import WAVESPEED, reply
 
+from stableaudio_async.emulator.audio import render_audio
 from stableaudio_async.errors import (
     AuthenticationError,
     ProviderError,
@@ -322,7 +323,7 @@ def test_validate_accepts(fields: dict[str, Any]) -> None:
 def test_validate_accepts_a_local_file_to_upload(tmp_path: Path) -> None:
     """A readable local audio file is fine: the engine uploads it first."""
     source = tmp_path / "in.wav"
-    source.write_bytes(b"RIFF....WAVE")
+    source.write_bytes(render_audio("in", 1, 2.0, "wav"))
     assert WaveSpeedAdapter.validate(job(task=Task.AUDIO_TO_AUDIO, audio=str(source))) == []
     assert WaveSpeedAdapter.local_audio == "upload"
 
@@ -335,8 +336,10 @@ def test_validate_refuses_a_file_over_50_mb(tmp_path: Path) -> None:
     issues = WaveSpeedAdapter.validate(job(task=Task.AUDIO_TO_AUDIO, audio=str(big)))
     assert [(i.field, i.job_id) for i in issues] == [("audio", "job-1")]
     assert "50 MB" in issues[0].message
+    # Within the limit, 50 MB of zeros is still no audio: refused for what it holds.
     os.truncate(big, MAX_UPLOAD_BYTES)
-    assert WaveSpeedAdapter.validate(job(task=Task.AUDIO_TO_AUDIO, audio=str(big))) == []
+    (issue,) = WaveSpeedAdapter.validate(job(task=Task.AUDIO_TO_AUDIO, audio=str(big)))
+    assert "is not wav audio" in issue.message
 
 
 def test_validate_reports_every_issue_at_once() -> None:

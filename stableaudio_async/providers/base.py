@@ -7,6 +7,7 @@ does that, the same way for every provider.
 from __future__ import annotations
 
 import json
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from stableaudio_async.audiocheck import AudioProblem, audio_length
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.download import decode_data_uri
 from stableaudio_async.errors import (
@@ -58,6 +60,7 @@ __all__ = [
     "check_job",
     "completed",
     "error_from_reply",
+    "input_seconds",
     "is_url",
     "local_audio_problem",
 ]
@@ -191,20 +194,57 @@ def is_url(audio: str) -> bool:
     return audio.startswith(("http://", "https://", "data:"))
 
 
+#: The format the audio check expects of a local input file, by its suffix.
+_SUFFIX_FORMATS: Mapping[str, str] = {
+    ".mp3": "mp3", ".wav": "wav", ".ogg": "ogg", ".m4a": "m4a", ".aac": "aac", ".flac": "flac",
+}
+
+
+def input_seconds(spec: ModelSpec) -> Range | None:
+    """How long a local input may be: up to the longest audio the model makes."""
+    longest = spec.ranges.get("duration")
+    return None if longest is None else Range(0, longest.hi)
+
+
 def local_audio_problem(audio: str, *, max_bytes: int | None,
-                        suffixes: Collection[str] = AUDIO_SUFFIXES.keys()) -> str | None:
-    """Why the local file ``audio`` cannot be sent: missing, wrong type or too large."""
+                        suffixes: Collection[str] = AUDIO_SUFFIXES.keys(),
+                        seconds: Range | None = None) -> str | None:
+    """Why the local file ``audio`` cannot be sent, checked before anything is: it must be a
+    regular file (a symlink is resolved, and what it points at checked the same way), of an
+    audio suffix the provider takes, not empty nor over ``max_bytes``, whose content the audio
+    check recognises as that format, lasting within ``seconds`` where its container says.
+
+    Only what passes is ever read and sent: a text file named ``.wav``, a file of zeros, a
+    directory, a device or a link to ``/etc/shadow`` is refused here.
+    """
     path = Path(audio)
     suffix = path.suffix.lower()
     if suffix not in suffixes:
         allowed = ", ".join(sorted(s.lstrip(".") for s in suffixes))
         return f"input audio must be one of {allowed}, not {suffix or 'a file without suffix'}"
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        return f"cannot read input audio {audio}: {exc.strerror}"
-    if max_bytes is not None and size > max_bytes:
-        return f"input audio is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB"
+        real = path.resolve(strict=True)
+        info = real.stat()
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "a symlink loop"
+        return f"cannot read input audio {audio!r}: {reason}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"input audio {audio!r} is not a regular file"
+    if real.suffix.lower() != suffix and real.suffix.lower() not in suffixes:
+        return f"input audio {audio!r} links to {real.name!r}, which is not an audio file name"
+    if info.st_size == 0:
+        return f"input audio {audio!r} is empty"
+    if max_bytes is not None and info.st_size > max_bytes:
+        return f"input audio is {info.st_size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB"
+    length = audio_length(real, expected_format=_SUFFIX_FORMATS.get(suffix, "mp3"))
+    if isinstance(length, AudioProblem):
+        # What the bytes look like is not repeated: the file may hold anything.
+        detail = length.detail if length.reason == "wrong_format" else {
+            "empty": "it holds no audio", "truncated": "it is cut short",
+        }.get(length.reason, "not a recognised audio file")
+        return f"input audio {audio!r} is not {suffix.lstrip('.')} audio: {detail}"
+    if seconds is not None and length is not None and not seconds.lo <= length <= seconds.hi:
+        return f"input audio is {length:.1f} s long; this provider takes {seconds} s"
     return None
 
 

@@ -34,6 +34,7 @@ from stableaudio_async.providers.base import (
     check_job,
     completed,
     error_from_reply,
+    input_seconds,
     is_url,
     local_audio_problem,
 )
@@ -108,7 +109,8 @@ class FalAdapter(Adapter):
         ]
         if job.audio is not None and job.task in spec.tasks and job.task is not Task.TEXT_TO_AUDIO \
                 and not is_url(job.audio):
-            problem = local_audio_problem(job.audio, max_bytes=MAX_LOCAL_AUDIO_BYTES)
+            problem = local_audio_problem(job.audio, max_bytes=MAX_LOCAL_AUDIO_BYTES,
+                                      seconds=input_seconds(spec))
             if problem:
                 issues.append(JobIssue(problem, job_id=job.id, field="audio"))
         return issues

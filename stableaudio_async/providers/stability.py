@@ -29,6 +29,7 @@ from stableaudio_async.providers.base import (
     Range,
     check_job,
     error_from_reply,
+    local_audio_problem,
 )
 
 __all__ = ["MAX_REQUEST_BYTES", "StabilityAdapter"]
@@ -204,6 +205,9 @@ def _input_file_problem(audio: str, task: Task) -> str | None:
         return f"cannot read input audio {audio}: {exc.strerror}"
     if size + _FORM_OVERHEAD > MAX_REQUEST_BYTES:
         return f"input audio is {size / 1e6:.1f} MB; the request limit is 50 MB"
+    problem = local_audio_problem(audio, max_bytes=None, suffixes=_AUDIO_TYPES.keys())
+    if problem is not None:
+        return problem
     if suffix == ".wav" and task is Task.AUDIO_TO_AUDIO:
         try:
             with wave.open(str(path)) as w:

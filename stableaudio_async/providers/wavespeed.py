@@ -54,6 +54,7 @@ from stableaudio_async.providers.base import (
     check_job,
     completed,
     error_from_reply,
+    input_seconds,
     is_url,
     local_audio_problem,
 )
@@ -155,7 +156,8 @@ class WaveSpeedAdapter(Adapter):
                 refuse("audio", "wavespeed takes input audio by http(s) URL or as a local "
                                 "file to upload, not as a data: URI")
             elif not is_url(job.audio):
-                problem = local_audio_problem(job.audio, max_bytes=MAX_UPLOAD_BYTES)
+                problem = local_audio_problem(job.audio, max_bytes=MAX_UPLOAD_BYTES,
+                                      seconds=input_seconds(spec))
                 if problem:
                     refuse("audio", problem)
         return issues

@@ -79,19 +79,43 @@ def _make_job(
     except ValidationError as exc:
         issues.extend(_issues_from_validation(exc, raw, source, line))
         return None
+    except RecursionError:
+        issues.append(JobIssue(_TOO_DEEP, line=line, source=source))
+        return None
 
 
-def _load_jsonl(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJob]:
+#: A batch nested this deep is no job: refused rather than recursed into.
+_TOO_DEEP = "nested too deeply to be a job"
+#: The most jobs one batch may hold unless ``--max-jobs`` says otherwise.
+MAX_JOBS = 100_000
+
+
+def _too_many(count: int, max_jobs: int, source: str) -> JobIssue:
+    return JobIssue(f"the batch holds {count:,} jobs, over the limit of {max_jobs:,} "
+                    "(--max-jobs)", source=source)
+
+
+def _load_jsonl(text: str, source: str, issues: list[JobIssue],
+                max_jobs: int) -> list[LocatedJob]:
     jobs = []
+    count = 0
     # Not splitlines(): JSON strings may hold U+2028 and friends, which it would split on.
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        count += 1
+        if count > max_jobs:
+            issues.append(_too_many(sum(1 for t in text.split("\n") if t.strip()), max_jobs,
+                                    source))
+            return []
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:
             issues.append(JobIssue(f"malformed JSON: {exc.msg} at column {exc.colno}",
                                    line=number, source=source))
+            continue
+        except RecursionError:
+            issues.append(JobIssue(_TOO_DEEP, line=number, source=source))
             continue
         located = _make_job(raw, source, number, issues)
         if located is not None:
@@ -102,22 +126,50 @@ def _load_jsonl(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJ
 _MATRIX_AXES = {"prompts": "prompt", "seeds": "seed", "durations": "duration"}
 
 
-def _load_toml(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJob]:
+def _load_toml(text: str, source: str, issues: list[JobIssue],
+               max_jobs: int) -> list[LocatedJob]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         issues.append(JobIssue(f"not valid TOML: {exc}", source=source))
+        return []
+    except RecursionError:
+        issues.append(JobIssue(f"not a batch: {_TOO_DEEP}", source=source))
         return []
     unknown = sorted(set(data) - {"defaults", "jobs", "matrix"})
     if unknown:
         issues.append(JobIssue(f"unknown table(s) {', '.join(unknown)} "
                                "(expected [defaults], [[jobs]], [matrix])", source=source))
     defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        issues.append(JobIssue("defaults must be a table ([defaults])", source=source,
+                               field="defaults"))
+        defaults = {}
+    listed = data.get("jobs", [])
+    if not isinstance(listed, list):
+        issues.append(JobIssue("jobs must be an array of tables ([[jobs]])", source=source,
+                               field="jobs"))
+        listed = []
+    matrix = data.get("matrix")
+    if matrix is not None and not isinstance(matrix, dict):
+        issues.append(JobIssue("matrix must be a table ([matrix])", source=source,
+                               field="matrix"))
+        matrix = None
+    # Counted before anything is expanded: a small file can name a million jobs.
+    count = len(listed)
+    if matrix is not None:
+        size = 1
+        for key in _MATRIX_AXES:
+            values = matrix.get(key, [None])
+            size *= len(values) if isinstance(values, list) else 1
+        count += size
+    if count > max_jobs:
+        issues.append(_too_many(count, max_jobs, source))
+        return []
     entries: list[tuple[str, Any]] = []
-    for index, entry in enumerate(data.get("jobs", []), start=1):
+    for index, entry in enumerate(listed, start=1):
         entries.append((f"{source} [[jobs]] #{index}",
                         {**defaults, **entry} if isinstance(entry, dict) else entry))
-    matrix = data.get("matrix")
     if matrix is not None:
         extra = sorted(set(matrix) - _MATRIX_AXES.keys())
         if extra:
@@ -144,11 +196,13 @@ def _load_toml(text: str, source: str, issues: list[JobIssue]) -> list[LocatedJo
     return jobs
 
 
-def load_batch(path: str | Path, settings: Settings | None = None) -> list[LocatedJob]:
+def load_batch(path: str | Path, settings: Settings | None = None, *,
+               max_jobs: int = MAX_JOBS) -> list[LocatedJob]:
     """Read a ``.jsonl`` or ``.toml`` batch file; raise :class:`InvalidBatchError` naming every bad job.
 
     With ``settings``, the jobs that parse are also checked against their providers
-    (:func:`check_jobs`), so one error lists every problem in the file at once.
+    (:func:`check_jobs`), so one error lists every problem in the file at once. A batch of
+    more than ``max_jobs`` jobs is refused before it is expanded or validated.
     """
     path = Path(path)
     source = str(path)
@@ -158,9 +212,9 @@ def load_batch(path: str | Path, settings: Settings | None = None) -> list[Locat
         raise InvalidBatchError([JobIssue(f"cannot read batch: {exc}", source=source)]) from exc
     issues: list[JobIssue] = []
     if path.suffix.lower() == ".toml":
-        jobs = _load_toml(text, source, issues)
+        jobs = _load_toml(text, source, issues, max_jobs)
     else:
-        jobs = _load_jsonl(text, source, issues)
+        jobs = _load_jsonl(text, source, issues, max_jobs)
     if settings is not None:
         if settings.unsupported == "drop":
             jobs = drop_unsupported(jobs)

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from stableaudio_async import __version__
-from stableaudio_async.batch import LocatedJob, dropped_fields, load_batch
+from stableaudio_async.batch import MAX_JOBS, LocatedJob, dropped_fields, load_batch
 from stableaudio_async.budget import price_usd
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.emulator import Emulator, EmulatorConfig
@@ -221,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if args.drop_unsupported:
         settings = settings.model_copy(update={"unsupported": "drop"})
-    jobs = load_batch(args.batch, settings)
+    jobs = load_batch(args.batch, settings, max_jobs=args.max_jobs)
     if args.dry_run:
         return _dry_run(settings, jobs, Path(args.out))
     if args.max_cost is not None:
@@ -321,6 +321,8 @@ def _emulator_config(args: argparse.Namespace) -> EmulatorConfig:
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read emulator config {args.config}: {exc}") from exc
+        except RecursionError as exc:
+            raise ConfigError(f"emulator config {args.config} is nested too deeply") from exc
     if args.time_scale is not None:
         data["time_scale"] = args.time_scale
     if args.api_key is not None:
@@ -378,6 +380,13 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                         help="plain log lines even on a terminal")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
     parser = argparse.ArgumentParser(prog="stableaudio-async", description=__doc__.splitlines()[0])
@@ -393,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-cost", type=float, metavar="USD",
                      help="never let spent plus in-flight cost (this output folder) exceed "
                           "this many dollars; the rest stay pending and resumable")
+    run.add_argument("--max-jobs", type=_positive_int, default=MAX_JOBS, metavar="N",
+                     help=f"refuse a batch of more than N jobs (default {MAX_JOBS:,})")
     run.add_argument("--force", action="store_true",
                      help="regenerate jobs already completed in the output folder")
     run.add_argument("--drop-unsupported", action="store_true",

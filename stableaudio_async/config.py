@@ -329,6 +329,8 @@ def load_settings(
             raise ConfigError(f"cannot read config {source}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config {source} is not valid TOML: {exc}") from exc
+        except RecursionError as exc:  # thousands of nested tables: no config, a hostile file
+            raise ConfigError(f"config {source} is nested too deeply") from exc
     if overrides:
         user = _merge(user, overrides)
         data = _merge(data, overrides)

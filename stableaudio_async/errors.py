@@ -65,17 +65,29 @@ class JobIssue:
     source: str | None = None
 
     def __str__(self) -> str:
+        # Every part may come from the batch file: a control character or a line break in
+        # an id is shown escaped, so it can neither forge error lines nor drive a terminal.
         where = []
         if self.source is not None:
-            where.append(self.source if self.line is None else f"{self.source}:{self.line}")
+            where.append(_printable(self.source) if self.line is None
+                         else f"{_printable(self.source)}:{self.line}")
         elif self.line is not None:
             where.append(f"line {self.line}")
         if self.job_id is not None:
-            where.append(f"job {self.job_id}")
+            where.append(f"job {_printable(self.job_id)}")
         if self.field is not None:
-            where.append(f"field {self.field!r}")
+            where.append(f"field {_printable(self.field)!r}")
         prefix = ", ".join(where)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        message = _printable(self.message)
+        return f"{prefix}: {message}" if prefix else message
+
+
+def _printable(text: str) -> str:
+    """``text`` with every unprintable character (controls, line breaks) escaped as ``repr``
+    escapes it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class InvalidBatchError(StableAudioError):

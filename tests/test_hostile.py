@@ -299,3 +299,77 @@ async def test_a_local_input_that_is_not_audio_is_never_uploaded(
     assert code == 2, stderr[-2000:]
     assert "batch.jsonl:1, job" in stderr and "field 'audio'" in stderr, stderr
     assert "Traceback" not in stderr and "diary" not in stderr
+
+
+def deep(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize("where", ["jsonl", "toml-batch", "config", "options"])
+async def test_deep_nesting_is_a_clear_error_not_a_recursion_error(tmp_path: Path,
+                                                                   where: str) -> None:
+    """100,000-deep nesting in a JSONL line, a TOML batch or --config: exit 2, named."""
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"provider": "pixazo", "prompt": "x", "duration": 1}\n')
+    config = tmp_path / "providers.toml"
+    config.write_text("")
+    if where == "jsonl":
+        batch.write_text(deep(100_000) + "\n")
+    elif where == "toml-batch":
+        batch = tmp_path / "batch.toml"
+        batch.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    elif where == "config":
+        config.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    else:  # deep, but shallow enough for the JSON parser: the job refuses it
+        batch.write_text('{"provider": "pixazo", "prompt": "x", "options": ' + deep(200) + "}\n")
+    code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                    "--config", str(config), "--dry-run", env=ENV)
+    assert code == 2, stderr[-2000:]
+    assert "nested" in stderr and "Traceback" not in stderr and "RecursionError" not in stderr
+
+
+@pytest.mark.parametrize(("toml", "words"), [
+    ('defaults = "x"\n[[jobs]]\nprompt = "p"\nprovider = "pixazo"\n', "defaults must be a table"),
+    ('matrix = "x"\n[defaults]\nprovider = "pixazo"\n', "matrix must be a table"),
+    ('jobs = "notalist"\n', "jobs must be an array of tables"),
+])
+async def test_a_toml_batch_of_the_wrong_shape_is_one_clear_error(tmp_path: Path, toml: str,
+                                                                  words: str) -> None:
+    batch = tmp_path / "batch.toml"
+    batch.write_text(toml)
+    code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                    "--dry-run", env=ENV)
+    assert code == 2 and words in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.count(words) == 1
+
+
+async def test_an_id_with_escapes_is_shown_escaped(tmp_path: Path) -> None:
+    """An id holding ANSI escapes or a newline cannot forge error lines or drive the terminal."""
+    batch = tmp_path / "batch.jsonl"
+    rows = ['{"id": "a\\u001b[31mred\\nerror: forged", "provider": "pixazo", "prompt": "x"}']
+    batch.write_text("\n".join(rows) + "\n")
+    code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                    "--dry-run", env=ENV)
+    assert code == 2
+    assert "\x1b" not in stderr and "\nerror: forged" not in stderr
+    assert "\\x1b[31mred\\nerror: forged" in stderr
+
+
+async def test_a_matrix_over_the_job_cap_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    """A 1.5 KB [matrix] of 100 × 100 × 100 names a million jobs: refused at once (exit 2),
+    naming the count and --max-jobs, which raises or lowers the cap."""
+    values = ", ".join(str(i + 1) for i in range(100))
+    prompts = ", ".join(f'"p{i}"' for i in range(100))
+    batch = tmp_path / "batch.toml"
+    batch.write_text(f'[defaults]\nprovider = "pixazo"\n[matrix]\nprompts = [{prompts}]\n'
+                     f"seeds = [{values}]\ndurations = [{values}]\n")
+    with anyio.fail_after(30):  # a hang guard: refusing takes well under a second
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                        "--dry-run", env=ENV)
+    assert code == 2 and "1,000,000 jobs, over the limit of 100,000" in stderr, stderr[-2000:]
+    jsonl = write_jsonl(tmp_path / "three.jsonl",
+                        [{"provider": "pixazo", "prompt": f"p{i}", "duration": 1}
+                         for i in range(3)])
+    code, _, stderr = await run_cli("run", str(jsonl), "--out", str(tmp_path / "out"),
+                                    "--dry-run", "--max-jobs", "2", env=ENV)
+    assert code == 2 and "3 jobs, over the limit of 2 (--max-jobs)" in stderr, stderr[-2000:]

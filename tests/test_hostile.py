@@ -373,3 +373,30 @@ async def test_a_matrix_over_the_job_cap_is_refused_before_it_is_expanded(tmp_pa
     code, _, stderr = await run_cli("run", str(jsonl), "--out", str(tmp_path / "out"),
                                     "--dry-run", "--max-jobs", "2", env=ENV)
     assert code == 2 and "3 jobs, over the limit of 2 (--max-jobs)" in stderr, stderr[-2000:]
+
+
+async def test_a_corrupt_journal_is_a_clear_error_with_nothing_left_open(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "journal.sqlite3").write_bytes(b"this is not a database" * 100)
+    batch = write_jsonl(tmp_path / "batch.jsonl",
+                        [{"provider": "pixazo", "prompt": "x", "duration": 1}])
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
+                                        str(config), env=ENV)
+        assert not emu.stats
+    assert code == 1 and "cannot open the journal" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr and "Unclosed" not in stderr, stderr[-2000:]
+
+
+async def test_a_pixazo_seed_past_32_bits_is_refused(tmp_path: Path) -> None:
+    """Pixazo documents no seed range: a seed of 1e29 is refused (0–4294967295, as `providers`
+    says) rather than sent."""
+    batch = write_jsonl(tmp_path / "batch.jsonl",
+                        [{"provider": "pixazo", "prompt": "x", "seed": 10**29}])
+    code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                    "--dry-run", env=ENV)
+    assert code == 2 and "field 'seed'" in stderr and "0–4294967295" in stderr, stderr
+    code, stdout, _ = await run_cli("providers", env=ENV)
+    assert "seed 0–4294967295" in stdout

@@ -40,6 +40,9 @@ _SMALL_MUSIC = ModelSpec(
         "steps": Range(1, 100, integer=True),
         "guidance_scale": Range(0, 25),
         "strength": Range(0, 1),
+        # Pixazo documents no seed range: a 32-bit seed, as the model's other hosts take, so
+        # that a 1e29 is refused here rather than rounded or rejected somewhere unseen.
+        "seed": Range(0, 2**32 - 1, integer=True),
     },
     formats=_FORMATS,
     fields=frozenset({"negative_prompt", "seed", "bitrate", "audio"}),

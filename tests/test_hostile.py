@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -12,6 +13,7 @@ import pytest
 from aiohttp import web
 from test_resume import cli_env, start_cli, wait_for
 
+from stableaudio_async.cli import main
 from stableaudio_async.emulator import Emulator
 from stableaudio_async.journal import JOURNAL_NAME
 
@@ -21,6 +23,25 @@ from test_cli_e2e import run_cli, write_jsonl
 pytestmark = pytest.mark.anyio
 
 ENV = {"PIXAZO_API_KEY": TEST_KEY}
+
+Cli = Callable[..., Awaitable[tuple[int, str, str]]]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> Callable[..., Awaitable[tuple[int, str, str]]]:
+    """The CLI's ``main`` in this process (for what is refused before anything is sent: no
+    interpreter start per case); like ``run_cli``, its exit code, stdout and stderr."""
+
+    async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 async def test_a_second_run_on_the_same_folder_exits_2_naming_the_first(tmp_path: Path) -> None:
@@ -170,7 +191,7 @@ async def test_a_manifest_that_is_a_directory_is_a_clear_error(tmp_path: Path) -
     ('{"provider": "pixazo", "prompt": "x", "options": {"x": NaN}}', "options"),
     ('{"provider": "pixazo", "prompt": "x", "options": {"y": [1, Infinity]}}', "options"),
 ])
-async def test_numbers_are_taken_as_written_and_finite(tmp_path: Path, line: str,
+async def test_numbers_are_taken_as_written_and_finite(cli: Cli, tmp_path: Path, line: str,
                                                        field: str) -> None:
     """A bool, a numeric string or a non-finite number is refused at validation, naming the
     line and the field, and nothing is sent: no paid 1-second track nobody asked for."""
@@ -178,7 +199,7 @@ async def test_numbers_are_taken_as_written_and_finite(tmp_path: Path, line: str
     batch.write_text('{"provider": "pixazo", "prompt": "fine", "duration": 1}\n' + line + "\n")
     async with Emulator(fast_config()) as emu:
         config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
-        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+        code, _, stderr = await cli("run", str(batch), "--out", str(tmp_path / "out"),
                                         "--config", str(config), env=ENV)
         assert not emu.stats
     assert code == 2, stderr[-2000:]
@@ -255,7 +276,7 @@ async def test_a_provider_echoing_the_key_never_gets_it_into_any_output(tmp_path
     ("poll = {timeout = inf}", "finite"),
     ("poll = {initial = nan}", "finite"),
 ])
-async def test_a_config_that_cannot_work_is_refused_at_load(tmp_path: Path, setting: str,
+async def test_a_config_that_cannot_work_is_refused_at_load(cli: Cli, tmp_path: Path, setting: str,
                                                             words: str) -> None:
     """--dry-run too exits 2 on a base URL that is no http(s) URL or an infinite number,
     rather than printing $inf or failing every job at run time."""
@@ -263,7 +284,7 @@ async def test_a_config_that_cannot_work_is_refused_at_load(tmp_path: Path, sett
     config.write_text(f"[providers.pixazo]\n{setting}\n")
     batch = write_jsonl(tmp_path / "batch.jsonl",
                         [{"provider": "pixazo", "prompt": "x", "duration": 1}])
-    code, stdout, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+    code, stdout, stderr = await cli("run", str(batch), "--out", str(tmp_path / "out"),
                                          "--config", str(config), "--dry-run", env=ENV)
     assert code == 2 and words in stderr, stderr[-2000:]
     assert "$inf" not in stdout and "Traceback" not in stderr
@@ -271,7 +292,7 @@ async def test_a_config_that_cannot_work_is_refused_at_load(tmp_path: Path, sett
 
 @pytest.mark.parametrize("provider", ["fal", "wavespeed"])
 @pytest.mark.parametrize("kind", ["text", "empty", "zeros", "shadow", "directory"])
-async def test_a_local_input_that_is_not_audio_is_never_uploaded(
+async def test_a_local_input_that_is_not_audio_is_never_uploaded(cli: Cli,
         tmp_path: Path, provider: str, kind: str) -> None:
     """Audio-to-audio with a local "x.wav" that is text, empty, 9 MB of zeros, a symlink to
     /etc/shadow or a directory: refused at validation (exit 2), naming line and field, and
@@ -293,7 +314,7 @@ async def test_a_local_input_that_is_not_audio_is_never_uploaded(
     async with Emulator(fast_config()) as emu:
         config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
         env = {"FAL_KEY": TEST_KEY, "WAVESPEED_API_KEY": TEST_KEY}
-        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+        code, _, stderr = await cli("run", str(batch), "--out", str(tmp_path / "out"),
                                         "--config", str(config), env=env)
         assert not emu.stats
     assert code == 2, stderr[-2000:]
@@ -306,7 +327,7 @@ def deep(depth: int) -> str:
 
 
 @pytest.mark.parametrize("where", ["jsonl", "toml-batch", "config", "options"])
-async def test_deep_nesting_is_a_clear_error_not_a_recursion_error(tmp_path: Path,
+async def test_deep_nesting_is_a_clear_error_not_a_recursion_error(cli: Cli, tmp_path: Path,
                                                                    where: str) -> None:
     """100,000-deep nesting in a JSONL line, a TOML batch or --config: exit 2, named."""
     batch = tmp_path / "batch.jsonl"
@@ -322,7 +343,7 @@ async def test_deep_nesting_is_a_clear_error_not_a_recursion_error(tmp_path: Pat
         config.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
     else:  # deep, but shallow enough for the JSON parser: the job refuses it
         batch.write_text('{"provider": "pixazo", "prompt": "x", "options": ' + deep(200) + "}\n")
-    code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+    code, _, stderr = await cli("run", str(batch), "--out", str(tmp_path / "out"),
                                     "--config", str(config), "--dry-run", env=ENV)
     assert code == 2, stderr[-2000:]
     assert "nested" in stderr and "Traceback" not in stderr and "RecursionError" not in stderr
@@ -333,29 +354,29 @@ async def test_deep_nesting_is_a_clear_error_not_a_recursion_error(tmp_path: Pat
     ('matrix = "x"\n[defaults]\nprovider = "pixazo"\n', "matrix must be a table"),
     ('jobs = "notalist"\n', "jobs must be an array of tables"),
 ])
-async def test_a_toml_batch_of_the_wrong_shape_is_one_clear_error(tmp_path: Path, toml: str,
+async def test_a_toml_batch_of_the_wrong_shape_is_one_clear_error(cli: Cli, tmp_path: Path, toml: str,
                                                                   words: str) -> None:
     batch = tmp_path / "batch.toml"
     batch.write_text(toml)
-    code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+    code, _, stderr = await cli("run", str(batch), "--out", str(tmp_path / "out"),
                                     "--dry-run", env=ENV)
     assert code == 2 and words in stderr and "Traceback" not in stderr, stderr[-2000:]
     assert stderr.count(words) == 1
 
 
-async def test_an_id_with_escapes_is_shown_escaped(tmp_path: Path) -> None:
+async def test_an_id_with_escapes_is_shown_escaped(cli: Cli, tmp_path: Path) -> None:
     """An id holding ANSI escapes or a newline cannot forge error lines or drive the terminal."""
     batch = tmp_path / "batch.jsonl"
     rows = ['{"id": "a\\u001b[31mred\\nerror: forged", "provider": "pixazo", "prompt": "x"}']
     batch.write_text("\n".join(rows) + "\n")
-    code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+    code, _, stderr = await cli("run", str(batch), "--out", str(tmp_path / "out"),
                                     "--dry-run", env=ENV)
     assert code == 2
     assert "\x1b" not in stderr and "\nerror: forged" not in stderr
     assert "\\x1b[31mred\\nerror: forged" in stderr
 
 
-async def test_a_matrix_over_the_job_cap_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+async def test_a_matrix_over_the_job_cap_is_refused_before_it_is_expanded(cli: Cli, tmp_path: Path) -> None:
     """A 1.5 KB [matrix] of 100 × 100 × 100 names a million jobs: refused at once (exit 2),
     naming the count and --max-jobs, which raises or lowers the cap."""
     values = ", ".join(str(i + 1) for i in range(100))
@@ -364,13 +385,13 @@ async def test_a_matrix_over_the_job_cap_is_refused_before_it_is_expanded(tmp_pa
     batch.write_text(f'[defaults]\nprovider = "pixazo"\n[matrix]\nprompts = [{prompts}]\n'
                      f"seeds = [{values}]\ndurations = [{values}]\n")
     with anyio.fail_after(30):  # a hang guard: refusing takes well under a second
-        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+        code, _, stderr = await cli("run", str(batch), "--out", str(tmp_path / "out"),
                                         "--dry-run", env=ENV)
     assert code == 2 and "1,000,000 jobs, over the limit of 100,000" in stderr, stderr[-2000:]
     jsonl = write_jsonl(tmp_path / "three.jsonl",
                         [{"provider": "pixazo", "prompt": f"p{i}", "duration": 1}
                          for i in range(3)])
-    code, _, stderr = await run_cli("run", str(jsonl), "--out", str(tmp_path / "out"),
+    code, _, stderr = await cli("run", str(jsonl), "--out", str(tmp_path / "out"),
                                     "--dry-run", "--max-jobs", "2", env=ENV)
     assert code == 2 and "3 jobs, over the limit of 2 (--max-jobs)" in stderr, stderr[-2000:]
 
@@ -390,13 +411,13 @@ async def test_a_corrupt_journal_is_a_clear_error_with_nothing_left_open(tmp_pat
     assert "Traceback" not in stderr and "Unclosed" not in stderr, stderr[-2000:]
 
 
-async def test_a_pixazo_seed_past_32_bits_is_refused(tmp_path: Path) -> None:
+async def test_a_pixazo_seed_past_32_bits_is_refused(cli: Cli, tmp_path: Path) -> None:
     """Pixazo documents no seed range: a seed of 1e29 is refused (0–4294967295, as `providers`
     says) rather than sent."""
     batch = write_jsonl(tmp_path / "batch.jsonl",
                         [{"provider": "pixazo", "prompt": "x", "seed": 10**29}])
-    code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+    code, _, stderr = await cli("run", str(batch), "--out", str(tmp_path / "out"),
                                     "--dry-run", env=ENV)
     assert code == 2 and "field 'seed'" in stderr and "0–4294967295" in stderr, stderr
-    code, stdout, _ = await run_cli("providers", env=ENV)
+    code, stdout, _ = await cli("providers", env=ENV)
     assert "seed 0–4294967295" in stdout

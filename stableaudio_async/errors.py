@@ -69,20 +69,20 @@ class JobIssue:
         # an id is shown escaped, so it can neither forge error lines nor drive a terminal.
         where = []
         if self.source is not None:
-            where.append(_printable(self.source) if self.line is None
-                         else f"{_printable(self.source)}:{self.line}")
+            where.append(printable(self.source) if self.line is None
+                         else f"{printable(self.source)}:{self.line}")
         elif self.line is not None:
             where.append(f"line {self.line}")
         if self.job_id is not None:
-            where.append(f"job {_printable(self.job_id)}")
+            where.append(f"job {printable(self.job_id)}")
         if self.field is not None:
-            where.append(f"field {_printable(self.field)!r}")
+            where.append(f"field {printable(self.field)!r}")
         prefix = ", ".join(where)
-        message = _printable(self.message)
+        message = printable(self.message)
         return f"{prefix}: {message}" if prefix else message
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """``text`` with every unprintable character (controls, line breaks) escaped as ``repr``
     escapes it."""
     if text.isprintable():

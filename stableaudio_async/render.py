@@ -38,6 +38,7 @@ from stableaudio_async.batch import LocatedJob
 from stableaudio_async.budget import estimate, price_usd
 from stableaudio_async.config import RateLimit, Settings
 from stableaudio_async.engine import ProviderProgress
+from stableaudio_async.errors import printable
 from stableaudio_async.models import JobResult, JobStatus
 from stableaudio_async.store import JobRecord, JobState
 
@@ -59,6 +60,13 @@ _SPEED_WINDOW = 60.0
 
 
 # -- the ETA, as arithmetic --------------------------------------------------------------------
+
+
+
+def _shown(text: str | None) -> str:
+    """Untrusted text (a provider's error) as printed: control characters escaped, so it
+    cannot drive the terminal or forge lines, and no rich markup taken from it."""
+    return escape(printable(text or ""))
 
 
 def submit_pace(limit: RateLimit | None, allowed_rate: float | None = None) -> float | None:
@@ -260,7 +268,7 @@ def print_summary(console: Console, results: Sequence[JobResult], elapsed: float
     )
     for result in failed[:20]:
         # A provider's words: printed as text, never read as markup.
-        console.print(f"  failed {result.id} ({result.provider}): {escape(result.error or '')}")
+        console.print(f"  failed {result.id} ({result.provider}): {_shown(result.error)}")
     if len(failed) > 20:
         console.print(f"  … and {len(failed) - 20} more (see manifest.jsonl)")
     pending = [r for r in results if r.status is JobStatus.PENDING]
@@ -268,10 +276,10 @@ def print_summary(console: Console, results: Sequence[JobResult], elapsed: float
     held = [r for r in pending if r.pending_reason != "download"]
     if undelivered:
         console.print(f"  {len(undelivered)} job(s) generated but not downloaded yet "
-                      f"({escape(undelivered[0].error or '')}): a rerun fetches them by their "
+                      f"({_shown(undelivered[0].error)}): a rerun fetches them by their "
                       "request ids, without submitting them again")
     if held:
-        console.print(f"  {len(held)} job(s) held back: {escape(held[0].error or '')}")
+        console.print(f"  {len(held)} job(s) held back: {_shown(held[0].error)}")
     if left:
         console.print("  rerun the same command to pick up where this run stopped")
     for provider, fields in sorted((dropped or {}).items()):

@@ -227,7 +227,7 @@ async def test_a_provider_echoing_the_key_never_gets_it_into_any_output(tmp_path
     async def status(request: web.Request) -> web.Response:
         given = request.headers.get("Ocp-Apim-Subscription-Key", "")
         return web.json_response({"request_id": "req-1", "status": "FAILED", "output": None,
-                                  "error": f"worker crashed holding {given}"})
+                                  "error": f"worker crashed holding {given}\x1b[2J\nforged line"})
 
     app = web.Application()
     route = "stable-audio-3-small-music-text-to-audio"
@@ -256,6 +256,8 @@ async def test_a_provider_echoing_the_key_never_gets_it_into_any_output(tmp_path
             assert code == 1, stderr[-2000:]
             assert "worker crashed holding" in stderr and "Access denied" in stderr
             assert key not in stdout + stderr
+            # The provider's text cannot clear the screen or forge a line of the summary.
+            assert "\x1b" not in stderr and "\nforged line" not in stderr
         code, stdout, _ = await run_cli("status", "--out", str(out), "--json", env=ENV)
         assert code == 0 and "[REDACTED]" in stdout and key not in stdout
     finally:

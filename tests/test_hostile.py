@@ -135,7 +135,7 @@ async def test_resume_from_another_directory_and_after_the_folder_moved(tmp_path
 async def test_a_lost_journal_is_recovered_from_the_manifest(tmp_path: Path, damage: str) -> None:
     """journal.sqlite3 deleted or truncated to 0 bytes, files and manifest intact: every job
     whose file matches its manifest sha256 is done (nothing submitted, nothing overwritten),
-    said once; a job whose file was damaged too is the only one generated again."""
+    said once; a job whose file was damaged too (emptied case) is the only one run again."""
     rows = [{"provider": "pixazo", "prompt": f"lost {i}", "seed": i, "duration": 1}
             for i in range(4)]
     out = tmp_path / "out"
@@ -151,15 +151,20 @@ async def test_a_lost_journal_is_recovered_from_the_manifest(tmp_path: Path, dam
                 journal.unlink(missing_ok=True)
             else:
                 journal.write_bytes(b"")
-        (out / entries[0]["path"]).write_bytes(b"not the audio")
-        before = {e["id"]: (out / e["path"]).stat().st_mtime_ns for e in entries[1:]}
+        # Emptied: one file is damaged too, so that job alone must be generated again.
+        damaged = entries[:1] if damage == "emptied" else []
+        for entry in damaged:
+            (out / entry["path"]).write_bytes(b"not the audio")
+        intact = entries[len(damaged):]
+        before = {e["id"]: (out / e["path"]).stat().st_mtime_ns for e in intact}
         code, _, stderr = await run_cli(*args, "--log-format", "json", env=ENV)
         assert code == 0, stderr[-2000:]
-        assert emu.stats["pixazo"].accepted == 5  # only the damaged one again
+        # Accepted submissions equal jobs, plus the one whose file was destroyed.
+        assert emu.stats["pixazo"].accepted == 4 + len(damaged)
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert [e["jobs"] for e in events if e["event"] == "journal.recovering"] == [4]
     assert sorted(e["job_id"] for e in events if e["event"] == "job.recovered") == sorted(before)
-    assert {e["id"]: (out / e["path"]).stat().st_mtime_ns for e in entries[1:]} == before
+    assert {e["id"]: (out / e["path"]).stat().st_mtime_ns for e in intact} == before
     # The journal knows them again: a third run sends nothing and says so.
     async with Emulator(fast_config()) as emu:
         config = write_settings(emu.client_settings(), tmp_path / "providers.toml")

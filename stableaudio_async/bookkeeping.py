@@ -24,7 +24,7 @@ from stableaudio_async.errors import ConfigError
 from stableaudio_async.lifecycle import HeldBack
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import Job, JobResult
-from stableaudio_async.store import JobState, JobStore
+from stableaudio_async.store import JobRecord, JobState, JobStore
 
 __all__ = ["LOCK_NAME", "Ledger", "intact"]
 
@@ -69,9 +69,10 @@ class Ledger:
 
     async def _load(self) -> None:
         await self.manifest.load()
+        records = await self.journal.records() \
+            if self.manifest.completed or self._max_cost_usd is not None else []
         if self.manifest.completed:
-            known = {r.job_id for r in await self.journal.records()
-                     if r.state is JobState.COMPLETED}
+            known = {r.job_id for r in records if r.state is JobState.COMPLETED}
             lost = set(self.manifest.completed) - known
             if lost:
                 # Said once: the journal was deleted, emptied or replaced beside outputs the
@@ -81,7 +82,7 @@ class Ledger:
                                  "those whose files match their sha256 are not run again")
         await anyio.to_thread.run_sync(_remove_stale_parts, self.out_dir)
         if self._max_cost_usd is not None:
-            self._budget = Budget(self._max_cost_usd, spent_usd=await self._spent_usd())
+            self._budget = Budget(self._max_cost_usd, spent_usd=_spent_usd(records))
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
@@ -90,15 +91,6 @@ class Ledger:
             if self._lock is not None:
                 os.close(self._lock)  # closing the descriptor releases the lock
                 self._lock = None
-
-    async def _spent_usd(self) -> float:
-        """What finished jobs in this output folder have cost, for the ``--max-cost`` cap."""
-        spent = 0.0
-        for record in await self.journal.records():
-            result = record.result
-            if result is not None and result.cost is not None and result.cost_unit is not None:
-                spent += result.cost * USD_PER_UNIT.get(result.cost_unit, 0.0)
-        return spent
 
     def reserve(self, job: Job) -> float | None:
         """Before a submit: set the job's price aside under the cap, or hold the job back."""
@@ -158,6 +150,16 @@ class Ledger:
                 return result
             stored = Path(stored.name)
         return result.model_copy(update={"path": str(self.out_dir / stored)})
+
+
+def _spent_usd(records: list[JobRecord]) -> float:
+    """What finished jobs in this output folder have cost, for the ``--max-cost`` cap."""
+    spent = 0.0
+    for record in records:
+        result = record.result
+        if result is not None and result.cost is not None and result.cost_unit is not None:
+            spent += result.cost * USD_PER_UNIT.get(result.cost_unit, 0.0)
+    return spent
 
 
 def _lock_folder(out_dir: Path) -> int:

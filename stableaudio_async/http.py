@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, AnyStr
 
 import aiohttp
 import anyio
@@ -180,10 +180,13 @@ def secrets_of(request: HttpRequest) -> tuple[str, ...]:
     return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True))
 
 
-def _redact(text: str, secrets: Sequence[str]) -> str:
+def _redact(text: AnyStr, secrets: Sequence[str]) -> AnyStr:
+    """``text`` (a body's bytes, a header, a URL) with each of ``secrets`` replaced."""
     for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+        found, mark = ((secret.encode(), REDACTED.encode()) if isinstance(text, bytes)
+                       else (secret, REDACTED))
+        if found in text:
+            text = text.replace(found, mark)
     return text
 
 
@@ -211,8 +214,5 @@ async def read_reply(response: aiohttp.ClientResponse,
     """
     body = await response.read()
     headers = {k.lower(): _redact(v, secrets) for k, v in response.headers.items()}
-    for secret in secrets:
-        encoded = secret.encode()
-        if encoded in body:
-            body = body.replace(encoded, REDACTED.encode())
-    return HttpReply(response.status, headers, body, _redact(str(response.url), secrets))
+    return HttpReply(response.status, headers, _redact(body, secrets),
+                     _redact(str(response.url), secrets))

@@ -72,7 +72,7 @@ class JobRunner:
         if done is not None and await intact(done):
             bound.info("job.skipped", reason="already completed in this output folder")
             await self._ledger.skipped(done)
-            return done.model_copy(update={"status": JobStatus.SKIPPED, "timings": Timings()})
+            return _skipped(done)
         if not self._force and (record is None or record.state is JobState.PENDING):
             # Not in the journal (deleted, emptied), but in the manifest with its file intact.
             listed = self._ledger.recovered(job.id)
@@ -80,8 +80,7 @@ class JobRunner:
                 bound.warning("job.recovered", path=listed.path,
                               reason="completed by the manifest; its file matches its sha256")
                 await journal.finished(self._ledger.stored(listed))
-                return listed.model_copy(update={"status": JobStatus.SKIPPED,
-                                                 "timings": Timings()})
+                return _skipped(listed)
         run = JobRun(provider.counts, started=anyio.current_time(), seed=job.seed)
         resume = self._resumed(provider, run, record)
         price = provider.adapter.cost(job)
@@ -223,3 +222,8 @@ class JobRunner:
                                   job_id=job.id, request_id=run.request_id)
         error.reason = problem.reason
         raise error
+
+
+def _skipped(done: JobResult) -> JobResult:
+    """A job found done in this folder, as this run reports it."""
+    return done.model_copy(update={"status": JobStatus.SKIPPED, "timings": Timings()})

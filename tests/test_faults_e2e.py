@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stableaudio_async.config import Settings
-from stableaudio_async.emulator import Emulator
+from stableaudio_async.emulator import EmulatedJob, Emulator, ProviderStats
 from stableaudio_async.emulator.faults import FaultRates
 
 from conftest import TEST_KEY, fast_config, write_settings
@@ -42,6 +42,20 @@ def patient(settings: Settings) -> Settings:
     return settings.model_copy(update={"providers": providers, "download": download})
 
 
+async def run_with_faults(tmp_path: Path, rows: list[dict[str, Any]],
+                          faults: dict[str, FaultRates], *, seed: int
+                          ) -> tuple[int, str, dict[str, ProviderStats], list[EmulatedJob]]:
+    """``rows`` through the CLI into ``tmp_path / "out"``, patiently, against an emulator
+    injecting ``faults``; the exit code, stderr, and what the emulator saw."""
+    async with Emulator(fast_config(faults=faults, fault_seed=seed)) as emu:
+        config = write_settings(patient(emu.client_settings()), tmp_path / "providers.toml")
+        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
+                                        "--config", str(config), "--log-level", "warning",
+                                        env=ENV)
+        return code, stderr, dict(emu.stats), list(emu.jobs.values())
+
+
 async def test_three_hundred_jobs_with_every_fault_injected(tmp_path: Path) -> None:
     """Completed jobs arrive byte-identical, failed ones fail with the provider's reason, once."""
     faults = {name: QUEUED_FAULTS for name in JOBS if name != "stability"}
@@ -53,14 +67,8 @@ async def test_three_hundred_jobs_with_every_fault_injected(tmp_path: Path) -> N
     faults["stability"] = FaultRates(submit_503=0.05, burst_429=0.02, burst_length=2)
     rows = [{"provider": provider, "prompt": f"{provider} fault {i}", **fields}
             for provider, fields in JOBS.items() for i in range(55)]
-    async with Emulator(fast_config(faults=faults, fault_seed=7)) as emu:
-        config = write_settings(patient(emu.client_settings()), tmp_path / "providers.toml")
-        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
-        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
-                                        "--config", str(config), "--log-level", "warning",
-                                        env=ENV)
-        stats = dict(emu.stats)
-        outcomes = {job.request_id: job.outcome for job in emu.jobs.values()}
+    code, stderr, stats, jobs = await run_with_faults(tmp_path, rows, faults, seed=7)
+    outcomes = {job.request_id: job.outcome for job in jobs}
     entries = [json.loads(line)
                for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert code == 1, stderr[-3000:]  # some jobs failed, by design
@@ -181,13 +189,7 @@ async def test_an_accepted_submit_whose_reply_is_lost_is_found_on_replicate(
     faults = {name: FaultRates(submit_lost_reply=0.4) for name in ("replicate", "pixazo")}
     rows = [{"provider": provider, "prompt": f"{provider} lost {i}", "duration": 1, "seed": i}
             for provider in faults for i in range(15)]
-    async with Emulator(fast_config(faults=faults, fault_seed=5)) as emu:
-        config = write_settings(patient(emu.client_settings()), tmp_path / "providers.toml")
-        batch = write_jsonl(tmp_path / "batch.jsonl", rows)
-        code, _, stderr = await run_cli("run", str(batch), "--out", str(tmp_path / "out"),
-                                        "--config", str(config), "--log-level", "warning",
-                                        env=ENV)
-        stats = dict(emu.stats)
+    code, stderr, stats, _ = await run_with_faults(tmp_path, rows, faults, seed=5)
     assert code == 0, stderr[-3000:]
     entries = {e["id"]: e for e in map(json.loads, (tmp_path / "out" / "manifest.jsonl")
                                        .read_text().splitlines())}

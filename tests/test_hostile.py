@@ -44,6 +44,19 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     return run
 
 
+async def one_job_into(out: Path, tmp_path: Path) -> tuple[int, str]:
+    """A one-job batch run into ``out`` against the emulator, which must see no request (the
+    folder is refused first); the exit code and stderr."""
+    batch = write_jsonl(tmp_path / "batch.jsonl",
+                        [{"provider": "pixazo", "prompt": "x", "duration": 1}])
+    async with Emulator(fast_config()) as emu:
+        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
+        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
+                                        str(config), env=ENV)
+        assert not emu.stats
+    return code, stderr
+
+
 async def test_a_second_run_on_the_same_folder_exits_2_naming_the_first(tmp_path: Path) -> None:
     """Two runs on one batch and one --out (two CI steps, a double-click): the second is
     refused before it sends anything, naming the PID holding the folder; the first completes
@@ -86,13 +99,7 @@ async def test_the_lock_file_is_never_followed_as_a_symlink(tmp_path: Path) -> N
     target = tmp_path / "precious.txt"
     target.write_text("keep me")
     os.symlink(target, out / ".stableaudio.lock")
-    batch = write_jsonl(tmp_path / "batch.jsonl",
-                        [{"provider": "pixazo", "prompt": "x", "duration": 1}])
-    async with Emulator(fast_config()) as emu:
-        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
-        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
-                                        str(config), env=ENV)
-        assert not emu.stats
+    code, stderr = await one_job_into(out, tmp_path)
     assert code == 2 and "symlink" in stderr, stderr[-2000:]
     assert target.read_text() == "keep me"
 
@@ -176,13 +183,7 @@ async def test_a_lost_journal_is_recovered_from_the_manifest(tmp_path: Path, dam
 async def test_a_manifest_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "manifest.jsonl").mkdir(parents=True)
-    batch = write_jsonl(tmp_path / "batch.jsonl",
-                        [{"provider": "pixazo", "prompt": "x", "duration": 1}])
-    async with Emulator(fast_config()) as emu:
-        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
-        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
-                                        str(config), env=ENV)
-        assert not emu.stats
+    code, stderr = await one_job_into(out, tmp_path)
     assert code == 2 and "is not a regular file" in stderr and "Traceback" not in stderr
     assert "Unclosed" not in stderr
 
@@ -407,13 +408,7 @@ async def test_a_corrupt_journal_is_a_clear_error_with_nothing_left_open(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "journal.sqlite3").write_bytes(b"this is not a database" * 100)
-    batch = write_jsonl(tmp_path / "batch.jsonl",
-                        [{"provider": "pixazo", "prompt": "x", "duration": 1}])
-    async with Emulator(fast_config()) as emu:
-        config = write_settings(emu.client_settings(), tmp_path / "providers.toml")
-        code, _, stderr = await run_cli("run", str(batch), "--out", str(out), "--config",
-                                        str(config), env=ENV)
-        assert not emu.stats
+    code, stderr = await one_job_into(out, tmp_path)
     assert code == 1 and "cannot open the journal" in stderr, stderr[-2000:]
     assert "Traceback" not in stderr and "Unclosed" not in stderr, stderr[-2000:]
 

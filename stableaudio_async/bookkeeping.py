@@ -15,20 +15,20 @@ import os
 from pathlib import Path
 
 import anyio
-import structlog
 
 from stableaudio_async.budget import USD_PER_UNIT, Budget, price_usd
 from stableaudio_async.config import Settings
 from stableaudio_async.download import TEMP_SUFFIX
 from stableaudio_async.errors import ConfigError
 from stableaudio_async.lifecycle import HeldBack
+from stableaudio_async.logs import get_logger
 from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import Job, JobResult
 from stableaudio_async.store import JobRecord, JobState, JobStore
 
 __all__ = ["LOCK_NAME", "Ledger", "intact"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Held (``flock``) by the run writing to an output folder, for as long as it runs.
 LOCK_NAME = ".stableaudio.lock"

@@ -1,8 +1,10 @@
 """The ``stableaudio-async`` command line; the only place that configures logging.
 
 Commands: ``run`` a batch, serve the provider ``emulator``, or run the ``demo`` (a real batch
-against an in-process emulator). Exit codes: 0 all jobs completed, 1 some failed, 2 invalid
-input or config (nothing submitted), 130 interrupted.
+against an in-process emulator), or show a batch's ``status``. Exit codes (``status`` too): 0
+all jobs completed, 1 some failed or pending, 2 invalid input or config (nothing submitted),
+130 interrupted. With ``--log-format json`` everything on stderr is a JSON line, the last
+being the run's summary.
 """
 
 from __future__ import annotations
@@ -16,103 +18,43 @@ import ssl
 import sys
 import time
 import tomllib
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
-import structlog
 from anyio.from_thread import start_blocking_portal
 from pydantic import ValidationError
 from rich.console import Console
 
 from stableaudio_async import __version__
 from stableaudio_async.batch import MAX_JOBS, LocatedJob, dropped_fields, load_batch
-from stableaudio_async.budget import price_usd
+from stableaudio_async.budget import USD_PER_UNIT, price_usd
+from stableaudio_async.cli_logging import announce, configure_logging, reset_logging
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.emulator import Emulator, EmulatorConfig
 from stableaudio_async.engine import Engine
 from stableaudio_async.errors import ConfigError, InvalidBatchError, StableAudioError
 from stableaudio_async.journal import JobState, read_records
-from stableaudio_async.models import JobResult
-from stableaudio_async.providers import ADAPTERS
-from stableaudio_async.render import (
-    LiveProgress,
+from stableaudio_async.listings import (
+    all_completed,
     print_dry_run,
     print_providers,
     print_status,
     print_status_json,
-    print_summary,
 )
+from stableaudio_async.logs import get_logger
+from stableaudio_async.models import JobResult
+from stableaudio_async.providers import ADAPTERS, Range
+from stableaudio_async.render import LiveProgress, print_summary, summary_event
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-REDACTED = "[REDACTED]"
-_SECRET_FIELDS = ("api_key", "apikey", "authorization", "subscription-key", "token", "secret")
-
-log = structlog.get_logger("stableaudio_async.cli")
-
-
-# -- logging ---------------------------------------------------------------------------------
-
-
-class SecretRedactor:
-    """A structlog processor that blanks every known secret value, wherever it appears.
-
-    It sees the event after exceptions are formatted, so tracebacks are covered too.
-    """
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a key that contains another is blanked whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, Mapping):
-            return {k: self.scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return type(value)(self.scrub(v) for v in value)
-        return value
-
-    def __call__(
-        self, logger: Any, method: str, event: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        for key in list(event):
-            if any(word in key.lower() for word in _SECRET_FIELDS):
-                event[key] = REDACTED
-            else:
-                event[key] = self.scrub(event[key])
-        return event
-
-
-def configure_logging(*, fmt: str, level: int, secrets: Iterable[str], stream: TextIO) -> None:
-    """Console or JSON lines on ``stream``, at ``level``, with ``secrets`` redacted."""
-    renderer: structlog.typing.Processor
-    if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            SecretRedactor(secrets),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
-    )
+log = get_logger(__name__)
 
 
 def _known_secrets(settings: Settings, env: Mapping[str, str]) -> list[str]:
@@ -124,19 +66,30 @@ def _known_secrets(settings: Settings, env: Mapping[str, str]) -> list[str]:
 STOP_GRACE_SECONDS = 3.0
 
 
-async def _watch_signals(engine: Engine, console: Console, stopped: list[bool]) -> None:
+def _notice(console: Console | None, event: str, text: str, **fields: Any) -> None:
+    """Something the CLI tells its user: ``text`` on the console, or (``console`` is
+    ``None``: ``--log-format json``) the ``event`` as a JSON line."""
+    if console is None:
+        announce(event, level=logging.WARNING, message=text, **fields)
+    else:
+        console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+async def _watch_signals(engine: Engine, console: Console | None, stopped: list[bool]) -> None:
     """First SIGINT/SIGTERM: stop submitting, let in-flight submits land, end the run.
 
     A second one exits at once; the journal (SQLite, synchronous commits) survives that.
     """
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
+            name = signal.Signals(signum).name
             if stopped:
-                console.print("second signal: exiting now")
+                _notice(console, "run.exiting", "second signal: exiting now", signal=name)
                 os._exit(EXIT_INTERRUPTED)
             stopped.append(True)
-            console.print(f"{signal.Signals(signum).name}: no new submissions; in-flight jobs "
-                          "are recorded and resume on the next run (again to exit at once)")
+            _notice(console, "run.stopping",
+                    f"{name}: no new submissions; in-flight jobs are recorded and resume on "
+                    "the next run (again to exit at once)", signal=name)
             engine.stop()
             with anyio.move_on_after(STOP_GRACE_SECONDS):
                 await engine.submits_settled()
@@ -157,6 +110,7 @@ async def _run_batch(
     env: Mapping[str, str],
     console: Console,
     live: bool,
+    json_lines: bool = False,
     force: bool = False,
     max_cost_usd: float | None = None,
 ) -> int:
@@ -168,7 +122,7 @@ async def _run_batch(
         engine.prepare(jobs)  # the whole batch and every key it needs, before any request
         display = LiveProgress.for_batch(console, settings, jobs) if live else None
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, engine, console, stopped)
+            tg.start_soon(_watch_signals, engine, None if json_lines else console, stopped)
             with display or nullcontext():
                 if display is not None:
                     tg.start_soon(_refresh, display, engine, started)
@@ -179,12 +133,33 @@ async def _run_batch(
                 if display is not None:
                     display.update(engine.progress(), time.monotonic() - started)
             tg.cancel_scope.cancel()
-    print_summary(console, results, time.monotonic() - started, out_dir,
-                  total=len(jobs), interrupted=bool(stopped), dropped=dropped_fields(jobs),
-                  progress=engine.progress())
     if stopped:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if len(results) == len(jobs) and all(r.ok for r in results) else EXIT_FAILED
+        code = EXIT_INTERRUPTED
+    else:
+        done = len(results) == len(jobs) and all(r.ok for r in results)
+        code = EXIT_OK if done else EXIT_FAILED
+    spent = None if max_cost_usd is None else await anyio.to_thread.run_sync(_spent_usd, out_dir)
+    summary: dict[str, Any] = {
+        "total": len(jobs), "interrupted": bool(stopped), "dropped": dropped_fields(jobs),
+        "progress": engine.progress(), "max_cost_usd": max_cost_usd, "spent_usd": spent}
+    elapsed = time.monotonic() - started
+    if json_lines:
+        fields = summary_event(results, elapsed, out_dir, exit_code=code, **summary)
+        announce(fields.pop("event"), **fields)
+    else:
+        print_summary(console, results, elapsed, out_dir, **summary)
+    return code
+
+
+def _spent_usd(out_dir: Path) -> float:
+    """What the finished jobs of ``out_dir`` have cost, as the ``--max-cost`` cap counts it
+    (their recorded costs, in dollars)."""
+    spent = 0.0
+    for record in read_records(out_dir):
+        result = record.result
+        if result is not None and result.cost is not None and result.cost_unit is not None:
+            spent += result.cost * USD_PER_UNIT.get(result.cost_unit, 0.0)
+    return spent
 
 
 def _execute(
@@ -203,7 +178,8 @@ def _execute(
     force = getattr(args, "force", False)
     max_cost = getattr(args, "max_cost", None)
     return anyio.run(lambda: _run_batch(settings, jobs, out_dir, env=env, console=console,
-                                        live=live, force=force, max_cost_usd=max_cost))
+                                        live=live, json_lines=args.log_format == "json",
+                                        force=force, max_cost_usd=max_cost))
 
 
 def _dry_run(settings: Settings, jobs: Sequence[LocatedJob], out_dir: Path) -> int:
@@ -234,16 +210,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Show a batch's state from its journal: jobs per state and provider, what is left."""
+    """Show a batch's state from its journal: jobs per state and provider, what is left.
+    Exits 0 when every job is completed, 1 when some failed or are unfinished."""
     records = read_records(Path(args.out))
     if not records:
-        print(f"no journal in {args.out}")
+        print(f"error: no journal in {args.out}", file=sys.stderr)
         return EXIT_INVALID
     if args.json:
         print_status_json(records)
     else:
         print_status(records)
-    return EXIT_OK
+    # As `run` exits: 0 only when every job has its audio.
+    return EXIT_OK if all_completed(records) else EXIT_FAILED
 
 
 def _demo_batch() -> Path:
@@ -264,11 +242,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         try:
             settings = emu.client_settings(base)
             env = {p.api_key_env: config.api_key for p in settings.providers.values()}
-            print(f"emulator listening on {emu.url} (time scale {config.time_scale})",
-                  file=sys.stderr)
+            if args.log_format == "json":
+                announce("demo.emulator_listening", url=emu.url, time_scale=config.time_scale)
+            else:
+                print(f"emulator listening on {emu.url} (time scale {config.time_scale})",
+                      file=sys.stderr)
             return _execute(settings, jobs, Path(args.out), args, env)
         finally:
             portal.call(emu.stop)
+
+
+def _bounds(span: Range) -> dict[str, float]:
+    """An inclusive range as numbers (whole ones for integer fields)."""
+    if span.integer:
+        return {"min": int(span.lo), "max": int(span.hi)}
+    return {"min": span.lo, "max": span.hi}
 
 
 def describe_providers(settings: Settings, env: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -280,7 +268,7 @@ def describe_providers(settings: Settings, env: Mapping[str, str]) -> list[dict[
         for model, spec in sorted(adapter.models.items()):
             models[model] = {
                 "tasks": sorted(spec.tasks),
-                "ranges": {field: str(r) for field, r in sorted(spec.ranges.items())},
+                "ranges": {field: _bounds(r) for field, r in sorted(spec.ranges.items())},
                 "formats": sorted(spec.formats),
                 "default": model == adapter.default_model,
             }
@@ -374,7 +362,8 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out", help="output folder (default: out)")
     parser.add_argument("--config", help="providers TOML file (default: built-in settings, "
                                          "the same as configs/providers.toml)")
-    parser.add_argument("--log-format", choices=("console", "json"), default="console")
+    parser.add_argument("--log-format", choices=("console", "json"), default="console",
+                        help="json: JSON lines only on stderr, the last the run's summary")
     parser.add_argument("--log-level", choices=tuple(_LEVELS), default="info")
     parser.add_argument("--no-progress", action="store_true",
                         help="plain log lines even on a terminal")
@@ -414,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show a batch's state from its journal")
     status.add_argument("--out", default="out", help="output folder (default: out)")
     status.add_argument("--json", action="store_true",
-                        help="one JSON object per job (state, request id, last outcome)")
+                        help="one JSON document: every job (state, request id, last "
+                             "outcome) and the totals")
     status.set_defaults(func=cmd_status)
 
     demo = commands.add_parser("demo", help="run a demo batch against the built-in emulator")
@@ -448,20 +438,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(json_lines: bool, exc: StableAudioError, code: int) -> int:
+    """Report what ended the command before (or instead of) its summary; return ``code``."""
+    if not json_lines:
+        print(f"error: {exc}", file=sys.stderr)
+        return code
+    fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
+    if isinstance(exc, InvalidBatchError):
+        fields["issues"] = [{"source": i.source, "line": i.line, "job_id": i.job_id,
+                             "field": i.field, "message": i.message} for i in exc.issues]
+    announce("run.error", level=logging.ERROR, **fields, exit_code=code)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stableaudio-async`` console script."""
     args = build_parser().parse_args(argv)
+    fmt = getattr(args, "log_format", None)
+    json_lines = fmt == "json"
+    if fmt is not None:
+        # From the start, so that whatever is said before the run (an invalid batch) is said
+        # in the chosen format; the run itself configures again, with its keys to redact.
+        configure_logging(fmt=fmt, level=_LEVELS[args.log_level], secrets=(),
+                          stream=sys.stderr)
     try:
         code: int = args.func(args)
     except (InvalidBatchError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return _error(json_lines, exc, EXIT_INVALID)
     except StableAudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _error(json_lines, exc, EXIT_FAILED)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if json_lines:
+            announce("run.interrupted", level=logging.WARNING, exit_code=EXIT_INTERRUPTED)
+        else:
+            print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        reset_logging()
     return code
 
 

@@ -29,10 +29,10 @@ from typing import Any, Self
 
 import anyio
 import anyio.to_thread
-import structlog
 from pydantic import ValidationError
 
 from stableaudio_async.errors import StableAudioError
+from stableaudio_async.logs import get_logger
 from stableaudio_async.models import Job, JobResult, JobStatus, RemoteHandle
 from stableaudio_async.store import JobRecord, JobState, JobStore
 
@@ -46,7 +46,7 @@ __all__ = [
     "read_records",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 JOURNAL_NAME = "journal.sqlite3"
 

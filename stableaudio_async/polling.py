@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import anyio
-import structlog
 
 from stableaudio_async.config import PollPolicy
 from stableaudio_async.errors import DeadlineExceededError, ProviderError, RateLimitedError
 from stableaudio_async.http import send
+from stableaudio_async.logs import get_logger
 from stableaudio_async.models import Failed, Ready, RemoteHandle, RemoteStatus, Succeeded
 from stableaudio_async.providers.base import Adapter
 from stableaudio_async.ratelimit import RateLimiter, slot
@@ -22,7 +22,7 @@ from stableaudio_async.retry import backoff_delay, should_retry
 
 __all__ = ["CompletionTimes", "fetch_status", "poll_until_done"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class CompletionTimes:

@@ -1,5 +1,6 @@
-"""What the command line shows: the live progress, the end-of-run summary, and the dry-run,
-``status`` and ``providers`` listings; it decides nothing and sends nothing.
+"""What the command line shows while and after it runs a batch: the live progress and the
+end-of-run summary (the listings are in :mod:`.listings`); it decides nothing and sends
+nothing.
 
 The live display is one overall bar (jobs done of the batch, throughput, an ETA) above a
 table with a row per provider. Its ETA never promises more than the rate limits allow: the
@@ -10,7 +11,6 @@ shown estimate is the larger of that floor and what the observed throughput says
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -35,23 +35,18 @@ from rich.table import Table
 from rich.text import Text
 
 from stableaudio_async.batch import LocatedJob
-from stableaudio_async.budget import estimate, price_usd
 from stableaudio_async.config import RateLimit, Settings
 from stableaudio_async.engine import ProviderProgress
 from stableaudio_async.errors import printable
 from stableaudio_async.models import JobResult, JobStatus
-from stableaudio_async.store import JobRecord, JobState
 
 __all__ = [
     "LiveProgress",
     "eta_seconds",
-    "print_dry_run",
-    "print_providers",
-    "print_status",
-    "print_status_json",
     "print_summary",
     "submit_pace",
     "submit_seconds",
+    "summary_event",
 ]
 
 #: How far back the overall bar's throughput looks. Jobs finish in waves about one
@@ -144,25 +139,34 @@ class _RateBoundRemainingColumn(ProgressColumn):
                     style="progress.remaining")
 
 
-def _progress_table(progress: Mapping[str, ProviderProgress], elapsed: float) -> Table:
-    # Sized for 80 columns: no outer edge, padding collapsed between cells, and a provider
-    # slowed by 429s named under the table rather than in its req/s cell.
+#: The live table's columns; ``held`` counts the jobs that ended this run pending (held back
+#: by the budget or a stopped provider, or generated and not yet downloaded).
+COLUMNS = ("provider", "waiting", "queued", "running", "downloading", "held", "done", "failed",
+           "req/s")
+
+
+def _progress_table(progress: Mapping[str, ProviderProgress], elapsed: float,
+                    budget_held: Mapping[str, int] | None = None) -> Table:
+    # Sized for 80 columns with six-digit counts: no outer edge, one space between cells, and
+    # what needs words (a provider slowed by 429s, jobs held by the budget) said under the
+    # table rather than in a cell.
     table = Table(title=f"stableaudio-async · {elapsed:5.1f} s", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-                  caption_justify="left")
-    for column in ("provider", "waiting", "queued", "running", "downloading", "done", "failed",
-                   "req/s"):
+                  padding=(0, 0), caption_justify="left")
+    for column in COLUMNS:
         table.add_column(column, justify="left" if column == "provider" else "right",
                          no_wrap=True)
-    slowed = []
+    notes = []
     for name, p in sorted(progress.items()):
         rate = f"{p.rate:.1f}" + (f" / {p.rate_limit:.1f}" if p.rate_limit else "")
         if p.allowed_rate is not None and p.rate_limit and p.allowed_rate < p.rate_limit - 1e-9:
-            slowed.append(f"{name} slowed to {p.allowed_rate:.1f} req/s after 429s")
+            notes.append(f"{name} slowed to {p.allowed_rate:.1f} req/s after 429s")
+        if held := (budget_held or {}).get(name, 0):
+            notes.append(f"{name}: {held} held (budget)")
         table.add_row(name, str(p.waiting), str(p.queued), str(p.running), str(p.downloading),
-                      str(p.completed), str(p.failed), rate)
-    if slowed:
-        table.caption = "; ".join(slowed)
+                      str(p.pending), str(p.completed), str(p.failed), rate)
+    if notes:
+        table.caption = "; ".join(notes)
     return table
 
 
@@ -183,6 +187,7 @@ class LiveProgress:
         self._total = sum(self._totals.values())
         self._limits = dict(limits)
         self._skipped: Counter[str] = Counter()
+        self._budget_held: Counter[str] = Counter()
         self._counted_skips = 0
         self._snapshot: Mapping[str, ProviderProgress] = {}
         self._elapsed = 0.0
@@ -200,14 +205,17 @@ class LiveProgress:
     def for_batch(cls, console: Console, settings: Settings,
                   jobs: Sequence[LocatedJob]) -> LiveProgress:
         """The display for ``jobs``, run under ``settings`` (every provider configured)."""
-        totals = Counter(item.job.provider for item in jobs)
+        totals: Counter[str] = Counter(item.job.provider for item in jobs)
         return cls(console, totals,
                    {name: settings.provider(name).rate_limit for name in totals})
 
     def record(self, result: JobResult) -> None:
-        """Count one result of the run (only skipped ones add to what the engine reports)."""
+        """Count one result of the run (skipped ones add to what the engine reports, and
+        jobs held by the budget are told apart from the other held ones)."""
         if result.status is JobStatus.SKIPPED:
             self._skipped[result.provider] += 1
+        elif result.status is JobStatus.PENDING and result.pending_reason == "max_cost":
+            self._budget_held[result.provider] += 1
 
     def update(self, progress: Mapping[str, ProviderProgress], elapsed: float) -> None:
         """Take the engine's latest snapshot, ``elapsed`` seconds into the run."""
@@ -235,7 +243,8 @@ class LiveProgress:
             self._bar.update(self._task, completed=done, submit_floor=floor)
 
     def __rich__(self) -> RenderableType:
-        return Group(self._bar, _progress_table(self._snapshot, self._elapsed))
+        return Group(self._bar,
+                     _progress_table(self._snapshot, self._elapsed, self._budget_held))
 
     def __enter__(self) -> LiveProgress:
         self._live = Live(self, console=self._console, refresh_per_second=4, transient=False)
@@ -252,117 +261,106 @@ class LiveProgress:
 # -- after the run -----------------------------------------------------------------------------
 
 
+def _slowed(progress: Mapping[str, ProviderProgress] | None) -> dict[str, ProviderProgress]:
+    return {name: p for name, p in sorted((progress or {}).items())
+            if p.allowed_rate is not None and p.rate_limit
+            and p.allowed_rate < p.rate_limit - 1e-9}
+
+
+def _left(results: Sequence[JobResult], total: int) -> int:
+    """The batch's jobs a rerun still has to run: neither completed, nor done, nor failed."""
+    ended = sum(r.status is not JobStatus.PENDING for r in results)
+    return max(0, total - ended)
+
+
 def print_summary(console: Console, results: Sequence[JobResult], elapsed: float,
                   out_dir: Path, *, total: int, interrupted: bool = False,
                   dropped: Mapping[str, Mapping[str, int]] | None = None,
-                  progress: Mapping[str, ProviderProgress] | None = None) -> None:
-    """The end-of-run summary: counts, failures, what is left and why, fields left out, and
-    each provider whose pacing 429s slowed (from ``progress``)."""
+                  progress: Mapping[str, ProviderProgress] | None = None,
+                  max_cost_usd: float | None = None, spent_usd: float | None = None) -> None:
+    """The end-of-run summary: counts, failures, what is left and why, what was spent against
+    ``--max-cost``, fields left out, and each provider whose pacing 429s slowed (from
+    ``progress``). Lines are not cut to the console's width, so they grep whole."""
+    def say(text: str) -> None:
+        console.print(text, soft_wrap=True)
+
     counts = Counter(r.status for r in results)
     failed = [r for r in results if r.status is JobStatus.FAILED]
-    left = total - counts[JobStatus.COMPLETED] - counts[JobStatus.SKIPPED] - len(failed)
-    console.print(
-        f"{total} job(s) in {elapsed:.1f} s: {counts[JobStatus.COMPLETED]} completed, "
+    left = _left(results, total)
+    say(f"{total} job(s) in {elapsed:.1f} s: {counts[JobStatus.COMPLETED]} completed, "
         f"{counts[JobStatus.SKIPPED]} already done, {len(failed)} failed, {left} left "
-        f"to run{' (interrupted)' if interrupted else ''}; audio and manifest.jsonl in {out_dir}"
-    )
+        f"to run{' (interrupted)' if interrupted else ''}; audio and manifest.jsonl in {out_dir}")
     for result in failed[:20]:
         # A provider's words: printed as text, never read as markup.
-        console.print(f"  failed {result.id} ({result.provider}): {_shown(result.error)}")
+        say(f"  failed {result.id} ({result.provider}): {_shown(result.error)}")
     if len(failed) > 20:
-        console.print(f"  … and {len(failed) - 20} more (see manifest.jsonl)")
+        say(f"  … and {len(failed) - 20} more (see manifest.jsonl)")
     pending = [r for r in results if r.status is JobStatus.PENDING]
     undelivered = [r for r in pending if r.pending_reason == "download"]
-    held = [r for r in pending if r.pending_reason != "download"]
+    budget = [r for r in pending if r.pending_reason == "max_cost"]
+    held = [r for r in pending if r.pending_reason not in ("download", "max_cost")]
     if undelivered:
-        console.print(f"  {len(undelivered)} job(s) generated but not downloaded yet "
-                      f"({_shown(undelivered[0].error)}): a rerun fetches them by their "
-                      "request ids, without submitting them again")
+        say(f"  {len(undelivered)} job(s) generated but not downloaded yet "
+            f"({_shown(undelivered[0].error)}): a rerun fetches them by their "
+            "request ids, without submitting them again")
+    if budget:
+        say(f"  {len(budget)} job(s) held (budget): {_shown(budget[0].error)}")
     if held:
-        console.print(f"  {len(held)} job(s) held back: {_shown(held[0].error)}")
+        say(f"  {len(held)} job(s) held back: {_shown(held[0].error)}")
+    if max_cost_usd is not None and spent_usd is not None:
+        say(f"  spent ${spent_usd:.4f} of --max-cost ${max_cost_usd:.2f} in this output "
+            f"folder (${max(0.0, max_cost_usd - spent_usd):.4f} left)")
     if left:
-        console.print("  rerun the same command to pick up where this run stopped")
+        say("  rerun the same command to pick up where this run stopped")
     for provider, fields in sorted((dropped or {}).items()):
         named = ", ".join(f"{name} ({count} job{'s' if count > 1 else ''})"
                           for name, count in sorted(fields.items()))
-        console.print(f"  left out, as {provider} does not take them: {named}")
-    for name, p in sorted((progress or {}).items()):
-        if p.allowed_rate is not None and p.rate_limit and p.allowed_rate < p.rate_limit - 1e-9:
-            console.print(f"  {name}: 429s slowed pacing to {p.allowed_rate:.2f} "
-                          f"requests/s (configured {p.rate_limit:.2f}); lower its "
-                          "rate_limit if this recurs")
+        say(f"  left out, as {provider} does not take them: {named}")
+    for name, p in _slowed(progress).items():
+        say(f"  {name}: 429s slowed pacing to {p.allowed_rate:.2f} requests/s "
+            f"(configured {p.rate_limit:.2f}); lower its rate_limit if this recurs")
 
 
-# -- listings on stdout ------------------------------------------------------------------------
+def summary_event(results: Sequence[JobResult], elapsed: float, out_dir: Path, *,
+                  total: int, exit_code: int, interrupted: bool = False,
+                  dropped: Mapping[str, Mapping[str, int]] | None = None,
+                  progress: Mapping[str, ProviderProgress] | None = None,
+                  max_cost_usd: float | None = None,
+                  spent_usd: float | None = None) -> dict[str, Any]:
+    """The end-of-run summary as one event's fields, for ``--log-format json`` (the last line
+    a run writes): what :func:`print_summary` says, every failed job included.
 
-
-def print_dry_run(settings: Settings, jobs: Sequence[LocatedJob], done: set[str]) -> None:
-    """Every job, its provider and price, then the totals per provider and overall; the ids
-    in ``done`` are already completed in the output folder and are not counted."""
-    for item in jobs:
-        job = item.job
-        price = price_usd(job, settings)
-        note = " (already done: skipped)" if job.id in done else ""
-        cost = f"${price:.4f}" if price is not None else "price unknown"
-        print(f"{job.id}  {job.provider}  {job.model or '-'}  {job.task}  {cost}{note}")
-    todo = [item.job for item in jobs if item.job.id not in done]
-    est = estimate(todo, settings)
-    for provider in sorted(est.jobs):
-        unpriced = est.unpriced.get(provider, 0)
-        print(f"{provider}: {est.jobs[provider]} job(s) to run, "
-              f"${est.usd.get(provider, 0.0):.4f}"
-              + (f" + {unpriced} without a known price" if unpriced else ""))
-    print(f"total: {len(todo)} job(s) to run ({len(jobs) - len(todo)} already done), "
-          f"estimated ${est.total_usd:.4f}"
-          + (" plus jobs without a known price (set providers.<name>.price_usd)"
-             if est.unpriced else ""))
-
-
-def print_status_json(records: Sequence[JobRecord]) -> None:
-    """One object per job: its journal state, and the outcome its last run recorded (the same
-    as its last line in manifest.jsonl)."""
-    for record in records:
-        result = record.result
-        print(json.dumps({
-            "id": record.job_id, "provider": record.provider, "state": record.state.value,
-            "request_id": record.request_id, "attempts": record.attempts,
-            "possibly_duplicated": record.possibly_duplicated,
-            "status": result.status.value if result else None,
-            "pending_reason": result.pending_reason if result else None,
-            "error": result.error if result else None,
-        }))
-
-
-def print_status(records: Sequence[JobRecord]) -> None:
-    """Jobs per journal state and provider, the possibly duplicated ones, and what is left."""
-    table: dict[str, Counter[str]] = {}
-    for record in records:
-        table.setdefault(record.provider, Counter())[record.state] += 1
-    states = [state.value for state in JobState]
-    print("provider".ljust(12) + "".join(state.rjust(12) for state in states))
-    for provider, counts in sorted(table.items()):
-        print(provider.ljust(12) + "".join(str(counts[state]).rjust(12) for state in states))
-    doubtful = [r.job_id for r in records if r.possibly_duplicated]
-    if doubtful:
-        print(f"possibly duplicated (submit in flight at a crash, sent again): "
-              f"{', '.join(doubtful)}")
-    unfinished = [r for r in records if r.state not in (JobState.COMPLETED, JobState.FAILED)]
-    print(f"{len(records)} job(s): {len(unfinished)} left to finish "
-          f"(rerun the same command to resume)" if unfinished else
-          f"{len(records)} job(s), all finished")
-
-
-def print_providers(described: Sequence[Mapping[str, Any]]) -> None:
-    """Each provider's key, limits and kind, then its models with their ranges and formats."""
-    for entry in described:
-        key = ("set" if entry["key_set"] else "NOT set") if entry["configured"] else "-"
-        print(f"{entry['name']}: key {entry.get('api_key_env', '?')} {key}; "
-              f"limit {entry.get('rate_limit') or 'none'}; "
-              f"max in flight {entry.get('max_in_flight', '-')}; "
-              f"{'synchronous' if entry['synchronous'] else 'queued'}; "
-              f"local input audio: {entry['local_audio']}")
-        for model, info in entry["models"].items():
-            ranges = ", ".join(f"{k} {v}" for k, v in info["ranges"].items())
-            default = " (default)" if info["default"] else ""
-            print(f"  {model}{default}: {', '.join(info['tasks'])}; {ranges}; "
-                  f"formats {', '.join(info['formats'])}")
+    ``pending`` is every job a rerun still has to run (``held`` counts those this run ended
+    pending, by reason; the rest were not reached before an interruption).
+    """
+    counts = Counter(r.status for r in results)
+    by_provider: dict[str, Counter[str]] = {}
+    for result in results:
+        by_provider.setdefault(result.provider, Counter())[result.status.value] += 1
+    held = Counter(r.pending_reason or "stopped" for r in results
+                   if r.status is JobStatus.PENDING)
+    return {
+        "event": "run.summary",
+        "jobs": total,
+        "completed": counts[JobStatus.COMPLETED],
+        "skipped": counts[JobStatus.SKIPPED],
+        "failed": counts[JobStatus.FAILED],
+        "pending": _left(results, total),
+        "held": dict(sorted(held.items())),
+        "by_provider": {name: {status.value: c[status.value] for status in JobStatus}
+                        for name, c in sorted(by_provider.items())},
+        "failed_jobs": [{"id": r.id, "provider": r.provider, "error_type": r.error_type,
+                         "http_status": r.http_status}
+                        for r in results if r.status is JobStatus.FAILED],
+        "elapsed_s": round(elapsed, 3),
+        "interrupted": interrupted,
+        "out_dir": str(out_dir),
+        "manifest": str(out_dir / "manifest.jsonl"),
+        "max_cost_usd": max_cost_usd,
+        "spent_usd": None if spent_usd is None else round(spent_usd, 6),
+        "dropped_fields": {name: dict(sorted(fields.items()))
+                           for name, fields in sorted((dropped or {}).items())},
+        "slowed": {name: {"allowed_rate": p.allowed_rate, "rate_limit": p.rate_limit}
+                   for name, p in _slowed(progress).items()},
+        "exit_code": exit_code,
+    }

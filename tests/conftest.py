@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from stableaudio_async import JobResult, StableAudioError
 from stableaudio_async.config import Settings
 from stableaudio_async.emulator import EmulatedLimit, Emulator, EmulatorConfig, Reading
+from stableaudio_async.logs import EVENT_ATTRIBUTE, ROOT
 
 #: A key distinctive enough that finding it anywhere in output is a leak.
 TEST_KEY = "sk-test-KEY-7f3a9c1e5b"
@@ -145,6 +148,39 @@ async def still(clock: HandClock) -> AsyncIterator[Emulator]:
     """The time-scaled emulator on :func:`clock`: nothing happens until the test moves it."""
     async with Emulator(fast_config(), clock=clock) as emu:
         yield emu
+
+
+async def raised(call: Awaitable[Any], error: type[StableAudioError]) -> JobResult:
+    """The job result carried by the error that ``call`` (``engine.generate(...)``, say) must
+    raise, of class ``error``."""
+    with pytest.raises(error) as info:
+        await call
+    assert info.value.result is not None, "a job's error carries its result"
+    return info.value.result
+
+
+@contextmanager
+def capture_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every event the package logs meanwhile, at any level, as its dict (``event``, its
+    fields, and ``log_level``): the library logs through stdlib ``logging`` (see
+    :mod:`stableaudio_async.logs`), so this listens there."""
+    events: list[dict[str, Any]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            event = dict(getattr(record, EVENT_ATTRIBUTE, None) or {"event": record.getMessage()})
+            event["log_level"] = record.levelname.lower()
+            events.append(event)
+
+    logger = logging.getLogger(ROOT)
+    handler, level = Collect(logging.DEBUG), logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield events
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 async def when(condition: Callable[[], bool]) -> None:

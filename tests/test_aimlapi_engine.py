@@ -13,12 +13,11 @@ from urllib.parse import quote
 import aiohttp
 import anyio
 import pytest
-from structlog.testing import capture_logs
 
 from stableaudio_async import Engine, InvalidBatchError, Job, JobResult, JobStatus
 from stableaudio_async.emulator import EmulatedLimit, Emulator
 
-from conftest import TEST_KEY, HandClock, HeldClock, fast_config, when
+from conftest import TEST_KEY, HandClock, HeldClock, capture_logs, fast_config, when
 
 pytestmark = pytest.mark.anyio
 

@@ -134,8 +134,8 @@ async def test_402_after_k_submissions_stops_that_provider_only(tmp_path: Path) 
     assert {e["error_type"] for e in failed} == {"InsufficientBalanceError"}
     assert len(held) + len(failed) == 60 - 12
     # `status --json` tells the same story as the manifest's last line per job.
-    assert status_code == 0
-    states = {s["id"]: s for s in map(json.loads, status_out.splitlines())}
+    assert status_code == 1  # as the run: some failed, some pending
+    states = {s["id"]: s for s in json.loads(status_out)["jobs"]}
     assert {e["id"]: (e["status"], e["pending_reason"]) for e in entries} == {
         i: (s["status"], s["pending_reason"]) for i, s in states.items()}
 

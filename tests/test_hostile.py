@@ -265,7 +265,7 @@ async def test_a_provider_echoing_the_key_never_gets_it_into_any_output(tmp_path
             # The provider's text cannot clear the screen or forge a line of the summary.
             assert "\x1b" not in stderr and "\nforged line" not in stderr
         code, stdout, _ = await run_cli("status", "--out", str(out), "--json", env=ENV)
-        assert code == 0 and "[REDACTED]" in stdout and key not in stdout
+        assert code == 1 and "[REDACTED]" in stdout and key not in stdout
     finally:
         await runner.cleanup()
     manifest_text = (out / "manifest.jsonl").read_text()

@@ -20,7 +20,6 @@ from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-import structlog.testing
 
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.errors import (
@@ -52,6 +51,8 @@ from stableaudio_async.providers.pixazo import PixazoAdapter
 from stableaudio_async.providers.replicate import ReplicateAdapter
 from stableaudio_async.providers.stability import StabilityAdapter
 from stableaudio_async.providers.wavespeed import WaveSpeedAdapter
+
+from conftest import capture_logs
 
 JSON_HEADERS: Mapping[str, str] = {"content-type": "application/json"}
 
@@ -996,7 +997,7 @@ def test_unknown_status_word_is_running_and_logged(contract: Contract[Any]) -> N
     """A word the contract does not list keeps the job polled until its deadline: Running,
     never success, with one warning naming provider, request and word."""
     handle = contract.poll_handle()
-    with structlog.testing.capture_logs() as logs:
+    with capture_logs() as logs:
         status = contract.build().parse_poll(reply(200, contract.unknown_status), handle)
     assert status == Running()
     assert [(e["event"], e["provider"], e["request_id"], e["status"]) for e in logs] == [

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeGuard
 from urllib.parse import urlsplit
 
-import structlog
-
 from stableaudio_async.audiocheck import AudioProblem, audio_length
 from stableaudio_async.config import ProviderSettings
 from stableaudio_async.download import decode_data_uri
@@ -31,6 +29,7 @@ from stableaudio_async.errors import (
     RateLimitedError,
 )
 from stableaudio_async.http import HttpReply, HttpRequest
+from stableaudio_async.logs import get_logger
 from stableaudio_async.models import (
     AudioSource,
     AudioURL,
@@ -45,7 +44,7 @@ from stableaudio_async.models import (
 )
 from stableaudio_async.retry import retry_after_from_headers
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 __all__ = [
     "AUDIO_SUFFIXES",

@@ -1,7 +1,16 @@
 """stableaudio-async: generate audio in bulk with Stable Audio through hosted providers."""
 
 from stableaudio_async.batch import LocatedJob, check_jobs, load_batch
-from stableaudio_async.config import Settings, load_settings
+from stableaudio_async.config import (
+    CircuitPolicy,
+    DownloadSettings,
+    PollPolicy,
+    ProviderSettings,
+    RateLimit,
+    RetryPolicy,
+    Settings,
+    load_settings,
+)
 from stableaudio_async.engine import Engine, ProviderProgress
 from stableaudio_async.errors import (
     AudioInvalidError,
@@ -12,43 +21,84 @@ from stableaudio_async.errors import (
     DownloadError,
     InsufficientBalanceError,
     InvalidBatchError,
+    InvalidJobError,
     InvalidRequestError,
     JobFailedError,
     JobIssue,
+    JobPendingError,
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
     StableAudioError,
+    UnknownJobError,
 )
-from stableaudio_async.models import Job, JobResult, JobStatus, Task, Timings
+from stableaudio_async.handle import JobEvent, JobHandle, Phase
+from stableaudio_async.journal import Journal, JournalError
+from stableaudio_async.models import (
+    ErrorType,
+    Job,
+    JobResult,
+    JobStatus,
+    OutputFormat,
+    PendingReason,
+    ProviderName,
+    StatusName,
+    Task,
+    TaskName,
+    Timings,
+)
+from stableaudio_async.store import JobRecord, JobState, JobStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AudioInvalidError",
     "AuthenticationError",
+    "CircuitPolicy",
     "ConfigError",
     "ContentRejectedError",
     "DeadlineExceededError",
     "DownloadError",
+    "DownloadSettings",
     "Engine",
+    "ErrorType",
     "InsufficientBalanceError",
     "InvalidBatchError",
+    "InvalidJobError",
     "InvalidRequestError",
     "Job",
+    "JobEvent",
     "JobFailedError",
+    "JobHandle",
     "JobIssue",
+    "JobPendingError",
+    "JobRecord",
     "JobResult",
+    "JobState",
     "JobStatus",
+    "JobStore",
+    "Journal",
+    "JournalError",
     "LocatedJob",
+    "OutputFormat",
+    "PendingReason",
+    "Phase",
+    "PollPolicy",
     "ProviderError",
+    "ProviderName",
     "ProviderProgress",
+    "ProviderSettings",
     "ProviderUnavailableError",
+    "RateLimit",
     "RateLimitedError",
+    "RetryPolicy",
     "Settings",
     "StableAudioError",
+    "StatusName",
     "Task",
+    "TaskName",
     "Timings",
+    "UnknownJobError",
     "__version__",
     "check_jobs",
     "load_batch",

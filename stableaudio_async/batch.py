@@ -10,10 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from stableaudio_async.config import Settings
-from stableaudio_async.errors import InvalidBatchError, JobIssue
+from stableaudio_async.errors import InvalidBatchError, InvalidJobError, JobIssue
 from stableaudio_async.models import Job
 from stableaudio_async.providers import ADAPTERS
 
@@ -57,17 +55,6 @@ def dropped_fields(jobs: Iterable[LocatedJob]) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _issues_from_validation(
-    exc: ValidationError, raw: Mapping[str, Any], source: str, line: int | None
-) -> list[JobIssue]:
-    job_id = raw.get("id") if isinstance(raw.get("id"), str) else None
-    issues = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or None
-        issues.append(JobIssue(err["msg"], job_id=job_id, field=field, line=line, source=source))
-    return issues
-
-
 def _make_job(
     raw: Any, source: str, line: int | None, issues: list[JobIssue]
 ) -> LocatedJob | None:
@@ -76,8 +63,8 @@ def _make_job(
         return None
     try:
         return LocatedJob(Job.model_validate(raw), source, line)
-    except ValidationError as exc:
-        issues.extend(_issues_from_validation(exc, raw, source, line))
+    except InvalidJobError as exc:
+        issues.extend(replace(issue, line=line, source=source) for issue in exc.issues)
         return None
     except RecursionError:
         issues.append(JobIssue(_TOO_DEEP, line=line, source=source))

@@ -143,11 +143,17 @@ class RetryPolicy(_Frozen):
 
 class CircuitPolicy(_Frozen):
     """When a provider fails ``failures`` times running (5xx, connection errors), pause it for
-    ``cooldown`` seconds, doubling while the probe after each pause fails, up to ``max_cooldown``."""
+    ``cooldown`` seconds, doubling while the probe after each pause fails, up to ``max_cooldown``.
+
+    A provider stopped by a refused key or an empty account (401, 403, 402) takes no submits
+    for ``auth_cooldown`` seconds; then the next job is sent as the one probe, and its answer
+    reopens the provider or stops it again (``None``: stopped until ``Engine.resume_provider``).
+    """
 
     failures: int = Field(default=5, ge=1)
     cooldown: float = Field(default=5.0, gt=0)
     max_cooldown: float = Field(default=120.0, gt=0)
+    auth_cooldown: float | None = Field(default=300.0, gt=0)
 
 
 class ProviderSettings(_Frozen):

@@ -5,6 +5,9 @@
     StableAudioError
     ├── ConfigError                  bad settings file, missing API key (nothing was sent)
     ├── InvalidBatchError            one or more jobs refused before anything was sent
+    │   └── InvalidJobError          one job refused (``Job(...)``, ``generate()``); a ValueError
+    ├── JobPendingError              a job not done in this run that a later one finishes
+    ├── UnknownJobError              ``Engine.attach`` of an id the journal does not know
     └── ProviderError                a provider (or its CDN) answered badly or not at all
         ├── InvalidRequestError      400 / 422: the request itself is wrong
         ├── AuthenticationError      401 / 403: key missing, wrong or not allowed
@@ -18,14 +21,17 @@
         └── AudioInvalidError        the file is not audio of the format and length asked for
 
 Every :class:`ProviderError` carries ``provider``, ``job_id``, ``request_id``, ``status`` and
-``retry_after``. None of them ever carries an API key: messages are built from status codes,
-provider error bodies and URLs that hold no credentials.
+``retry_after``; raised for a job (by :meth:`Engine.generate`, a handle's ``result()`` or
+:meth:`JobResult.raise_for_status`), an error also carries the job's ``result``. None of them
+ever carries an API key: messages are built from status codes, provider error bodies and URLs
+that hold no credentials.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "AudioInvalidError",
@@ -36,18 +42,27 @@ __all__ = [
     "DownloadError",
     "InsufficientBalanceError",
     "InvalidBatchError",
+    "InvalidJobError",
     "InvalidRequestError",
     "JobFailedError",
     "JobIssue",
+    "JobPendingError",
     "ProviderError",
     "ProviderUnavailableError",
     "RateLimitedError",
     "StableAudioError",
+    "UnknownJobError",
 ]
 
 
 class StableAudioError(Exception):
     """Base of every error this package raises."""
+
+    #: The :class:`~stableaudio_async.models.JobResult` of the job the error is about, when it
+    #: is raised for one (by ``Engine.generate``, a handle's ``result()`` or
+    #: ``JobResult.raise_for_status``); ``None`` otherwise. (Typed ``Any`` only because the
+    #: result's module builds on this one.)
+    result: Any = None
 
 
 class ConfigError(StableAudioError):
@@ -97,6 +112,39 @@ class InvalidBatchError(StableAudioError):
         self.issues = tuple(issues)
         lines = "\n".join(f"  {issue}" for issue in self.issues)
         super().__init__(f"{len(self.issues)} invalid job(s), nothing was submitted:\n{lines}")
+
+
+class InvalidJobError(InvalidBatchError, ValueError):
+    """One job cannot be run: its fields (``Job(...)``), or what its provider allows
+    (``Engine.generate``, ``Engine.submit``). Also a :class:`ValueError`, as pydantic's own
+    validation errors are; ``issues`` names each bad field."""
+
+    def __init__(self, issues: Sequence[JobIssue]) -> None:
+        self.issues = tuple(issues)
+        job_ids = {issue.job_id for issue in self.issues if issue.job_id is not None}
+        name = f"job {printable(next(iter(job_ids)))}" if len(job_ids) == 1 else "job"
+        lines = "\n".join(f"  {_without_job(issue)}" for issue in self.issues)
+        StableAudioError.__init__(self, f"invalid {name}, nothing was submitted:\n{lines}")
+
+
+def _without_job(issue: JobIssue) -> JobIssue:
+    return JobIssue(issue.message, field=issue.field, line=issue.line, source=issue.source)
+
+
+class JobPendingError(StableAudioError):
+    """A job this run did not finish, which a later run (or ``Engine.attach``) does: held back
+    by the cost cap (``reason`` ``max_cost``), or stopped before its submit (``stopped``) or
+    while it ran (``cancelled``). Its ``result`` says which, and keeps the request id if the
+    job was accepted."""
+
+    def __init__(self, message: str, *, job_id: str, reason: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.reason = reason
+
+
+class UnknownJobError(StableAudioError, LookupError):
+    """No job of that id is known to the engine's journal (``Engine.attach``)."""
 
 
 class ProviderError(StableAudioError):
@@ -194,3 +242,4 @@ class AudioInvalidError(ProviderError):
 
     reason: str = "unreadable"
     charged: bool = True
+

@@ -2,40 +2,70 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias
 
+import anyio
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     Strict,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
+)
+
+from stableaudio_async.errors import (
+    AudioInvalidError,
+    AuthenticationError,
+    ContentRejectedError,
+    DeadlineExceededError,
+    DownloadError,
+    InsufficientBalanceError,
+    InvalidJobError,
+    InvalidRequestError,
+    JobFailedError,
+    JobIssue,
+    JobPendingError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    StableAudioError,
 )
 
 __all__ = [
     "AudioSource",
     "AudioURL",
+    "ErrorType",
     "Failed",
     "InlineAudio",
     "Job",
     "JobResult",
     "JobStatus",
+    "OutputFormat",
     "PendingReason",
+    "ProviderName",
     "Queued",
     "Ready",
     "RemoteHandle",
     "RemoteStatus",
     "Running",
+    "StatusName",
     "Succeeded",
     "Task",
+    "TaskName",
     "Timings",
+    "error_from_result",
 ]
 
 # Job ids become file names (`<id>.<ext>`), so they may not hold separators or start with a dot.
@@ -56,6 +86,25 @@ class Task(StrEnum):
     INPAINT = "inpaint"
 
 
+#: A :class:`Task` as written in a batch file: its value.
+TaskName = Literal["text-to-audio", "audio-to-audio", "inpaint"]
+#: The providers the engine speaks, by the name jobs and configs use (the adapters'
+#: names in :mod:`stableaudio_async.providers`; a test keeps the two equal).
+ProviderName = Literal["aimlapi", "fal", "pixazo", "replicate", "stability", "wavespeed"]
+#: Every audio format some provider returns; which of them a job's provider and model
+#: offer is its adapter's to check.
+OutputFormat = Literal["aac", "flac", "m4a", "mp3", "ogg", "opus", "wav"]
+
+# A provider or a format is one of the names above for a type checker, but any string at run
+# time: an unknown one is refused where the message can name the batch file, the line and the
+# job (check_jobs, the adapters), and a manifest of another version still reads.
+if TYPE_CHECKING:
+    _ProviderField: TypeAlias = ProviderName
+    _FormatField: TypeAlias = OutputFormat
+else:
+    _ProviderField = _FormatField = str
+
+
 class Job(BaseModel):
     """One generation request, in provider-neutral names.
 
@@ -66,12 +115,15 @@ class Job(BaseModel):
 
     Without an ``id``, a job is named by a hash of its parameters, so the same job always gets
     the same id (and the same output file name).
+
+    Bad fields raise :class:`~stableaudio_async.errors.InvalidJobError` (a ``ValueError``),
+    one issue per field, from ``Job(...)``, ``model_validate`` and ``model_validate_json``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: JobId = Field(default=None, validate_default=False)  # type: ignore[assignment]
-    provider: str = Field(min_length=1)
+    provider: _ProviderField = Field(min_length=1)
     model: str | None = None
     task: Task = Task.TEXT_TO_AUDIO
     prompt: str = Field(min_length=1)
@@ -81,13 +133,47 @@ class Job(BaseModel):
     guidance_scale: Number | None = Field(default=None, ge=0)
     seed: Whole | None = Field(default=None, ge=0)
     #: ``None``: the provider's own default (mp3 where it offers mp3, else what it returns).
-    output_format: str | None = None
+    output_format: _FormatField | None = None
     bitrate: str | None = None
     audio: str | None = None
     strength: Number | None = Field(default=None, ge=0, le=1)
     mask_start: Number | None = Field(default=None, ge=0)
     mask_end: Number | None = Field(default=None, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    if TYPE_CHECKING:
+        # What a checker holds a writer to: a task is the enum or its value (the field is
+        # always the enum). Keep in step with the fields (tests/test_public_api.py checks).
+        def __init__(
+            self, *, id: str | None = ..., provider: ProviderName, model: str | None = ...,
+            task: Task | TaskName = ..., prompt: str, negative_prompt: str | None = ...,
+            duration: float | None = ..., steps: int | None = ...,
+            guidance_scale: float | None = ..., seed: int | None = ...,
+            output_format: OutputFormat | None = ..., bitrate: str | None = ...,
+            audio: str | None = ..., strength: float | None = ...,
+            mask_start: float | None = ..., mask_end: float | None = ...,
+            options: Mapping[str, Any] = ...,
+        ) -> None: ...
+    else:
+        # Run time: pydantic's validation error becomes the package's own (a checker keeps
+        # BaseModel's signatures for the two classmethods).
+        def __init__(self, /, **data):
+            with _refused_as_job(data):
+                super().__init__(**data)
+
+        # Marked like BaseModel's own (RootModel and pydantic-settings do the same), so that
+        # validation does not call it: model_validate would get its error wrapped.
+        __init__.__pydantic_base_init__ = True
+
+        @classmethod
+        def model_validate(cls, obj, *args, **kwargs):
+            with _refused_as_job(obj):
+                return super().model_validate(obj, *args, **kwargs)
+
+        @classmethod
+        def model_validate_json(cls, json_data, *args, **kwargs):
+            with _refused_as_job(None):
+                return super().model_validate_json(json_data, *args, **kwargs)
 
     @field_validator("options")
     @classmethod
@@ -120,6 +206,22 @@ class Job(BaseModel):
             payload.pop("options", None)
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+@contextmanager
+def _refused_as_job(data: Any) -> Iterator[None]:
+    """Raise pydantic's validation error of a job as an :class:`InvalidJobError`, one issue
+    per error (the job named when ``data`` gives it an id)."""
+    try:
+        yield
+    except ValidationError as exc:
+        raw_id = data.get("id") if isinstance(data, Mapping) else None
+        job_id = raw_id if isinstance(raw_id, str) else None
+        raise InvalidJobError([
+            JobIssue(err["msg"], job_id=job_id,
+                     field=".".join(str(part) for part in err["loc"]) or None)
+            for err in exc.errors()
+        ]) from exc
 
 
 def _not_json(value: Any, where: str, depth: int) -> str | None:
@@ -226,8 +328,26 @@ class JobStatus(StrEnum):
 #: Why a job is ``pending``: the run was ``stopped`` before its submit, the cost cap
 #: (``max_cost``) held it back, its provider was stopped (``provider_stopped``: a refused key,
 #: no credit), or it was generated but its audio could not be fetched yet (``download``: the
-#: request id is kept, and a rerun fetches the audio without submitting again).
-PendingReason = Literal["stopped", "max_cost", "provider_stopped", "download"]
+#: request id is kept, and a rerun fetches the audio without submitting again), or its caller
+#: cancelled it (``cancelled``: a rerun follows its request id, if it was accepted).
+PendingReason = Literal["stopped", "cancelled", "max_cost", "provider_stopped", "download"]
+#: A :class:`JobStatus` as written in a manifest: its value.
+StatusName = Literal["completed", "failed", "skipped", "pending"]
+#: The class name of the error a job failed (or was held back) with: a
+#: :class:`~stableaudio_async.errors.ProviderError` or one of its subclasses, or
+#: ``InternalError`` for a bug in the engine, reported as the job's failure.
+ErrorType = Literal[
+    "AudioInvalidError", "AuthenticationError", "ContentRejectedError", "DeadlineExceededError",
+    "DownloadError", "InsufficientBalanceError", "InternalError", "InvalidRequestError",
+    "JobFailedError", "ProviderError", "ProviderUnavailableError", "RateLimitedError",
+]
+
+# Like a job's provider, checked statically only: a manifest written by another version (an
+# error class this one does not know) still reads.
+if TYPE_CHECKING:
+    _ErrorTypeField: TypeAlias = ErrorType
+else:
+    _ErrorTypeField = str
 
 
 class Timings(BaseModel):
@@ -247,7 +367,7 @@ class JobResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
-    provider: str
+    provider: _ProviderField
     model: str | None = None
     task: Task
     status: JobStatus
@@ -268,12 +388,82 @@ class JobResult(BaseModel):
     possibly_duplicated: bool = False
     timings: Timings = Field(default_factory=Timings)
     error: str | None = None
-    error_type: str | None = None
+    error_type: _ErrorTypeField | None = None
     http_status: int | None = None
     #: Set for a ``pending`` job: why it is not done yet (see :data:`PendingReason`).
     pending_reason: PendingReason | None = None
+
+    #: The error the engine raised for this job, when this run made the result.
+    _error: StableAudioError | None = PrivateAttr(default=None)
+
+    if TYPE_CHECKING:
+        # Task and status are the enum or its value (the fields are always the enum); the
+        # engine writes ``error_type`` as the class name of the error it caught. Keep in step
+        # with the fields (tests/test_public_api.py checks).
+        def __init__(
+            self, *, id: str, provider: ProviderName, model: str | None = ...,
+            task: Task | TaskName, status: JobStatus | StatusName, path: str | None = ...,
+            sha256: str | None = ..., bytes: int | None = ..., content_type: str | None = ...,
+            request_id: str | None = ..., seed: int | None = ...,
+            finish_reason: str | None = ..., cost: float | None = ...,
+            cost_unit: str | None = ..., attempts: int = ..., possibly_duplicated: bool = ...,
+            timings: Timings = ..., error: str | None = ..., error_type: str | None = ...,
+            http_status: int | None = ..., pending_reason: PendingReason | None = ...,
+        ) -> None: ...
 
     @property
     def ok(self) -> bool:
         """True when the audio is on disk (made now, or found from an earlier run)."""
         return self.status in (JobStatus.COMPLETED, JobStatus.SKIPPED)
+
+    def raise_for_status(self) -> Self:
+        """Return this result when the job's audio is on disk; else raise the job's error.
+
+        That is the exception the engine chose (a :class:`ProviderError` subclass carrying
+        job id, provider, request id and HTTP status; :class:`JobPendingError` for a job held
+        back or stopped), with this result as its ``result``.
+        """
+        error = self._error if self._error is not None else error_from_result(self)
+        if error is None:
+            return self
+        error.result = self
+        raise error
+
+    async def read_bytes(self) -> builtins.bytes:
+        """The audio file's contents (for a completed or skipped job)."""
+        if self.path is None:
+            self.raise_for_status()
+            raise FileNotFoundError(f"job {self.id} has no audio file")
+        return await anyio.Path(self.path).read_bytes()
+
+
+def error_from_result(result: JobResult) -> StableAudioError | None:
+    """The error a job's ``result`` stands for, or None when the job's audio is on disk.
+
+    Built from the result's own fields (``error_type``, ``error``, ``http_status``,
+    ``request_id``), so it serves results read back from a manifest as well.
+    """
+    if result.status in ("completed", "skipped"):
+        return None
+    message = result.error or f"job {result.status}"
+    error: StableAudioError
+    cls = _ERRORS.get(result.error_type or "")
+    if cls is not None:
+        error = cls(message, provider=result.provider, job_id=result.id,
+                    request_id=result.request_id, status=result.http_status)
+    elif result.status == "pending":
+        error = JobPendingError(message, job_id=result.id,
+                                reason=result.pending_reason or "stopped")
+    else:  # a bug in the engine, reported as the job's failure
+        error = ProviderError(message, provider=result.provider, job_id=result.id,
+                              request_id=result.request_id, status=result.http_status)
+    error.result = result
+    return error
+
+
+_ERRORS: dict[str, type[ProviderError]] = {
+    cls.__name__: cls for cls in (
+        ProviderError, InvalidRequestError, AuthenticationError, InsufficientBalanceError,
+        ContentRejectedError, RateLimitedError, ProviderUnavailableError, JobFailedError,
+        DeadlineExceededError, DownloadError, AudioInvalidError)
+}

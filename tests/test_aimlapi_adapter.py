@@ -10,9 +10,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from pydantic import ValidationError
 from test_provider_contract import AIMLAPI, reply
 
+from stableaudio_async import InvalidJobError
 from stableaudio_async.models import Job, Succeeded, Task
 from stableaudio_async.providers.aimlapi import AimlapiAdapter
 
@@ -102,7 +102,7 @@ def test_status_words_are_read_case_insensitively(adapter: AimlapiAdapter) -> No
 @pytest.mark.parametrize("value", [float("inf"), float("nan")])
 def test_a_non_finite_option_is_refused_by_the_job_itself(value: float) -> None:
     """A NaN or infinite seconds_start never reaches the adapter: the job refuses it."""
-    with pytest.raises(ValidationError, match=r"options\.seconds_start"):
+    with pytest.raises(InvalidJobError, match=r"options\.seconds_start"):
         job(options={"seconds_start": value})
 
 

@@ -114,6 +114,31 @@ def test_jsonl_model_errors_name_the_field(tmp_path: Path, line: str, field: str
     assert [(i.line, i.field) for i in error.issues] == [(2, field)]
 
 
+def test_a_refused_job_in_a_batch_is_named_by_file_line_and_job(tmp_path: Path) -> None:
+    """The Job model's InvalidJobError reaches the batch's error as issues located in the
+    file: one error for the whole batch (not the first job's), naming file, line, job, field."""
+    path = write(tmp_path, "batch.jsonl", "\n".join([
+        '{"id": "a", "provider": "pixazo", "prompt": ""}',
+        '{"id": "b", "provider": "pixazo", "prompt": "x", "seed": -1}',
+    ]) + "\n")
+    error = batch_error(path)
+    assert type(error) is InvalidBatchError
+    assert [(i.source, i.line, i.job_id, i.field) for i in error.issues] == [
+        (str(path), 1, "a", "prompt"), (str(path), 2, "b", "seed")]
+    assert f"{path}:2, job b, field 'seed': " in str(error)
+
+
+def test_an_unknown_provider_is_named_with_its_line_job_and_field(
+        tmp_path: Path, settings: Settings) -> None:
+    """A provider no adapter has passes the Job model and is refused by the batch check,
+    naming the line, the job, the field and the known providers."""
+    path = write(tmp_path, "batch.jsonl", '{"id": "b", "provider": "acme", "prompt": "x"}\n')
+    with pytest.raises(InvalidBatchError) as info:
+        load_batch(path, settings)
+    assert f"{path}:1, job b, field 'provider': unknown provider 'acme' (known: aimlapi, " \
+        in str(info.value)
+
+
 @pytest.mark.parametrize("text", ["", "\n\n   \n"], ids=["empty", "blank-lines"])
 def test_jsonl_without_jobs_is_refused(tmp_path: Path, text: str) -> None:
     """A batch with no jobs at all is an InvalidBatchError, not an empty run."""

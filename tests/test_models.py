@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from stableaudio_async.errors import InvalidJobError, StableAudioError
 from stableaudio_async.models import Job, JobResult, JobStatus, Task, Timings
 
 BASE: dict[str, Any] = {"provider": "pixazo", "prompt": "ambient drone"}
 
 
-def error_locs(exc: ValidationError) -> list[tuple[Any, ...]]:
-    return [tuple(err["loc"]) for err in exc.errors()]
+def error_fields(exc: InvalidJobError) -> list[str | None]:
+    return [issue.field for issue in exc.issues]
 
 
 # --- content ids --------------------------------------------------------------------------
@@ -170,10 +171,10 @@ def test_valid_ids_are_accepted(job_id: str) -> None:
     ],
 )
 def test_unsafe_ids_are_refused(job_id: str) -> None:
-    """Ids that are not safe file names are refused with a ValidationError on field ``id``."""
-    with pytest.raises(ValidationError) as info:
+    """Ids that are not safe file names are refused with an InvalidJobError on field ``id``."""
+    with pytest.raises(InvalidJobError) as info:
         Job(id=job_id, **BASE)
-    assert error_locs(info.value) == [("id",)]
+    assert error_fields(info.value) == ["id"]
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -199,10 +200,57 @@ def test_unsafe_ids_are_refused(job_id: str) -> None:
     ],
 )
 def test_invalid_jobs_are_refused(params: dict[str, Any], loc: tuple[str, ...]) -> None:
-    """Bad or unknown fields raise a ValidationError naming exactly the offending field."""
-    with pytest.raises(ValidationError) as info:
+    """Bad or unknown fields raise an InvalidJobError naming exactly the offending field."""
+    with pytest.raises(InvalidJobError) as info:
         Job(**params)
-    assert error_locs(info.value) == [loc]
+    assert error_fields(info.value) == [".".join(loc)]
+
+
+@pytest.mark.parametrize("catch", [StableAudioError, ValueError])
+def test_a_bad_job_is_the_package_s_error_and_a_value_error(catch: type[Exception]) -> None:
+    """Job(...) refuses a bad field with InvalidJobError: a StableAudioError and a ValueError,
+    naming the field, chained from pydantic's error."""
+    with pytest.raises(catch) as info:
+        Job(provider="fal", prompt="")
+    error = info.value
+    assert isinstance(error, InvalidJobError)
+    assert "field 'prompt'" in str(error)
+    assert isinstance(error.__cause__, ValidationError)
+
+
+def test_every_validation_error_becomes_one_issue_naming_the_job() -> None:
+    """Each bad field is one issue, with the job's id, the field's dotted place and pydantic's
+    message."""
+    with pytest.raises(InvalidJobError) as info:
+        Job(id="take-1", provider="fal", prompt="", seed=-1, options={"a": {"b": float("nan")}})
+    issues = info.value.issues
+    assert [(i.job_id, i.field) for i in issues] == [
+        ("take-1", "prompt"), ("take-1", "seed"), ("take-1", "options")]
+    assert "at least 1 character" in issues[0].message
+    assert "options.a.b" in issues[2].message
+    assert str(info.value).startswith("invalid job take-1, nothing was submitted:")
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        pytest.param(Job.model_validate, id="model_validate"),
+        pytest.param(lambda raw: Job.model_validate_json(json.dumps(raw)), id="json"),
+    ],
+)
+def test_every_way_in_raises_invalid_job_error(load: Any) -> None:
+    """model_validate and model_validate_json refuse a bad job as Job(...) does."""
+    with pytest.raises(InvalidJobError) as info:
+        load({"provider": "fal", "prompt": "x", "steps": 0})
+    assert error_fields(info.value) == ["steps"]
+
+
+def test_task_and_status_are_enums_whether_given_as_enum_or_string() -> None:
+    """A task or a status given as its string is the enum once validated."""
+    assert Job(**BASE, task="inpaint").task is Task.INPAINT
+    result = JobResult(id="x", provider="fal", task="inpaint", status="failed")
+    assert (result.task, result.status) == (Task.INPAINT, JobStatus.FAILED)
+    assert result.status is JobStatus.FAILED
 
 
 @pytest.mark.parametrize("strength", [0, 0.0, 0.5, 1, 1.0])

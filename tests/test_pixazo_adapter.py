@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 from test_provider_contract import PIXAZO, reply
 
+from stableaudio_async import InvalidJobError
 from stableaudio_async.models import Job, Task
 from stableaudio_async.providers.pixazo import PixazoAdapter
 
@@ -199,7 +199,7 @@ def test_validate_reports_every_issue_at_once() -> None:
 
 def test_steps_zero_is_refused() -> None:
     """steps=0 is refused by the Job model, and the adapter's 1–100 range refuses it too."""
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidJobError):
         job(steps=0)
     unchecked = Job.model_construct(id="job-1", provider="pixazo", prompt="rain", steps=0)
     issues = PixazoAdapter.validate(unchecked)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 from test_provider_contract import JSON_HEADERS, NOT_JSON, STABILITY, Refused, reply
 
+from stableaudio_async import InvalidJobError
 from stableaudio_async.emulator.audio import render_audio
 from stableaudio_async.errors import ProviderError, ProviderUnavailableError
 from stableaudio_async.http import FormPart, HttpRequest
@@ -458,7 +458,7 @@ def test_validate_accepts(files: dict[str, str], fields: dict[str, Any]) -> None
 
 def test_strength_above_one_is_refused_by_the_job_model() -> None:
     """strength 1.5 never reaches the adapter: the Job model refuses it."""
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidJobError):
         job(task=Task.AUDIO_TO_AUDIO, audio=INPUT_WAV, strength=1.5)
 
 

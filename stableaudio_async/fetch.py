@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
-import structlog
 
 from stableaudio_async.config import DownloadSettings, PollPolicy
 from stableaudio_async.download import AtomicWriter, WrittenFile, fetch_into
@@ -22,6 +21,7 @@ from stableaudio_async.errors import (
 )
 from stableaudio_async.http import send
 from stableaudio_async.lifecycle import JobPhase, JobRun
+from stableaudio_async.logs import Logger
 from stableaudio_async.models import (
     AudioSource,
     AudioURL,
@@ -40,7 +40,6 @@ from stableaudio_async.store import JobStore
 
 __all__ = ["Fetcher", "destination", "same_resource"]
 
-Logger = structlog.typing.FilteringBoundLogger
 
 #: CDN answers meaning "this URL no longer works": ask the provider for a fresh one.
 _EXPIRED = frozenset({403, 404, 410})
@@ -82,8 +81,9 @@ class Fetcher:
 
     async def follow(self, provider: ProviderRuntime, job: Job, handle: RemoteHandle,
                      run: JobRun, bound: Logger) -> Succeeded | Failed:
-        """Poll ``handle`` until final; past the deadline, or when the caller gives up on the
-        job, cancel it remotely where the provider can (never when the run is stopping)."""
+        """Poll ``handle`` until final; past the deadline, cancel it remotely where the provider
+        can. A cancelled caller does not cancel it remotely: the journal keeps its request id
+        and a rerun follows it (``JobHandle.cancel`` does, through the runner)."""
         status: RemoteStatus = handle.status
         if isinstance(status, Succeeded | Failed):  # final in the submit reply (sync_mode)
             return status
@@ -106,13 +106,6 @@ class Fetcher:
         except DeadlineExceededError:
             await self.cancel_remote(provider, handle, bound)
             raise
-        except anyio.get_cancelled_exc_class():
-            # The caller gave up on the job: so should the provider, where it can. Not when
-            # the run is being stopped: the journal keeps the id and the next run resumes it.
-            if not self._stop.stopping:
-                with anyio.CancelScope(shield=True):
-                    await self.cancel_remote(provider, handle, bound)
-            raise
         if not isinstance(status, Succeeded | Failed):  # poll_until_done ends on a final status
             raise ProviderUnavailableError("status polling ended without a final status",
                                            provider=provider.name, request_id=handle.request_id)
@@ -134,9 +127,9 @@ class Fetcher:
                 bound.warning("job.cancel_failed", error=str(exc))
 
     async def download(self, provider: ProviderRuntime, job: Job, final: Succeeded,
-                       handle: RemoteHandle, bound: Logger) -> WrittenFile:
-        """Fetch the audio, resuming broken transfers with Range, and asking the provider for a
-        fresh URL when the CDN says the one we have expired (403, 404, 410)."""
+                       handle: RemoteHandle, bound: Logger, dest: Path) -> WrittenFile:
+        """Fetch the audio to ``dest``, resuming broken transfers with Range, and asking the
+        provider for a fresh URL when the CDN says the one we have expired (403, 404, 410)."""
         session = self._session
         source = final.audio[0]
         download = self._download
@@ -179,7 +172,7 @@ class Fetcher:
                                         provider=provider.name) from again
 
         try:
-            async with AtomicWriter(destination(self._out_dir, job)) as writer:
+            async with AtomicWriter(dest) as writer:
                 # One temporary file across attempts: a retry resumes where the last broke off.
                 await provider.retrying("download", download.retry, attempt, bound=bound)
                 return await writer.commit()

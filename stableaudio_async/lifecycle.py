@@ -17,6 +17,7 @@ kept in memory only, since a rerun resumes a job from what the journal says.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 
 import anyio
@@ -26,6 +27,7 @@ from stableaudio_async.errors import (
     ContentRejectedError,
     DownloadError,
     JobFailedError,
+    ProviderError,
     ProviderUnavailableError,
 )
 from stableaudio_async.models import (
@@ -34,6 +36,7 @@ from stableaudio_async.models import (
     JobResult,
     JobStatus,
     PendingReason,
+    RemoteHandle,
     RemoteStatus,
     Succeeded,
     Timings,
@@ -92,11 +95,14 @@ _COUNTERS: dict[JobPhase, str | None] = {
 
 
 class HeldBack(Exception):
-    """A job not submitted in this run (stopping, the cost cap, its provider stopped)."""
+    """A job not submitted in this run (stopping, the cost cap, its provider stopped: then
+    ``error`` is what stopped it)."""
 
-    def __init__(self, message: str, reason: PendingReason) -> None:
+    def __init__(self, message: str, reason: PendingReason,
+                 error: ProviderError | None = None) -> None:
         super().__init__(message)
         self.reason: PendingReason = reason
+        self.error = error
 
 
 class Undelivered(Exception):
@@ -139,6 +145,14 @@ class JobRun:
         #: Attempts recorded by earlier runs; an intent is journalled once per run.
         self.journal_attempts = 0
         self.marks: dict[str, float] = {}
+        #: Called after every move, with this run (a job handle's events).
+        self.listener: Callable[[JobRun], None] | None = None
+        #: Cancelled by its caller's ``handle.cancel()``: cancelled remotely too, if it can be.
+        self.cancel_remote = False
+        #: What the shielded submit got, kept here so that a cancellation arriving just after
+        #: it cannot lose it: the accepted job's handle, or a synchronous reply's audio.
+        self.handle: RemoteHandle | None = None
+        self.written: WrittenFile | None = None
         self._counter = "waiting"
         counts.waiting += 1
 
@@ -152,6 +166,8 @@ class JobRun:
             setattr(self.counts, self._counter, getattr(self.counts, self._counter) - 1)
             setattr(self.counts, counter, getattr(self.counts, counter) + 1)
             self._counter = counter
+        if self.listener is not None:
+            self.listener(self)
 
     def flag_possible_duplicate(self) -> None:
         """A submit the provider may have taken is about to be sent again."""

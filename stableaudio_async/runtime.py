@@ -9,17 +9,23 @@ passes another factory in and nothing else changes.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
 
 import anyio
-import structlog
+from pydantic import BaseModel, ConfigDict
 
 from stableaudio_async.config import ProviderSettings, RateLimit, RetryPolicy
-from stableaudio_async.errors import ProviderError, ProviderUnavailableError, RateLimitedError
+from stableaudio_async.errors import (
+    AuthenticationError,
+    InsufficientBalanceError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
 from stableaudio_async.lifecycle import Counts, HeldBack
+from stableaudio_async.logs import Logger
 from stableaudio_async.polling import CompletionTimes
 from stableaudio_async.providers import Adapter, adapter_class
 from stableaudio_async.ratelimit import RateLimiter, slot
@@ -27,16 +33,16 @@ from stableaudio_async.retry import Phase, backoff_delay, may_have_been_accepted
 
 __all__ = ["LimiterFactory", "ProviderProgress", "ProviderRuntime", "StopControl"]
 
-Logger = structlog.typing.FilteringBoundLogger
 T = TypeVar("T")
 
 #: The request count of the pause-only limiter of a provider that publishes no limit.
 _UNLIMITED = 10**9
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderProgress:
-    """How one provider's jobs stand right now."""
+class ProviderProgress(BaseModel):
+    """How one provider's jobs stand right now (:meth:`Engine.progress`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     waiting: int
     queued: int
@@ -51,6 +57,11 @@ class ProviderProgress:
     allowed_rate: float | None = None
     #: Jobs that ended this run pending (held back, or generated and not yet downloaded).
     pending: int = 0
+
+
+def _refused(error: ProviderError) -> bool:
+    """A refused key or an empty account: every submit would fail the same way."""
+    return isinstance(error, AuthenticationError | InsufficientBalanceError)
 
 
 #: Makes the limiter for one provider's limit (``None``: the provider publishes none).
@@ -91,8 +102,11 @@ class ProviderRuntime:
         self.completion_times = CompletionTimes(poll.expected, min_gap=poll.near_interval,
                                                 learn=poll.learn)
         self.counts = Counts()
-        #: The error that stopped all submissions to this provider (a refused key, no credit).
+        #: The error that stopped all submissions to this provider (a refused key, no credit),
+        #: when it came, and whether the one probe after the cool-down is out.
         self.stopped: ProviderError | None = None
+        self.stopped_at = 0.0
+        self.probing = False
         # The circuit breaker: consecutive failures, and the next pause's length.
         self.failures = 0
         self.cooldown = settings.circuit.cooldown
@@ -101,12 +115,18 @@ class ProviderRuntime:
         #: Request ids this run's jobs hold: a lookup never takes one another job owns.
         self.claimed: set[str] = set()
 
-    def check_open(self) -> None:
-        """Hold a job back, without sending anything, once the provider has been stopped."""
-        if self.stopped is not None:
+    def check_open(self) -> bool:
+        """Hold a job back, without sending anything, while the provider is stopped; True when
+        this job is to be the probe of a stopped provider whose cool-down is over."""
+        if self.stopped is None:
+            return False
+        cooldown = self.settings.circuit.auth_cooldown
+        if self.probing or cooldown is None or anyio.current_time() - self.stopped_at < cooldown:
             raise HeldBack(f"not submitted: {self.name} was stopped by "
                            f"{type(self.stopped).__name__} ({self.stopped.message})",
-                           "provider_stopped")
+                           "provider_stopped", self.stopped)
+        self.probing = True
+        return True
 
     def record_outcome(self, error: ProviderError | None, bound: Logger) -> None:
         """Feed the circuit breaker and the adaptive pacing with one request's outcome.
@@ -136,12 +156,30 @@ class ProviderRuntime:
                           hint="failing repeatedly: paused, then probed with one request")
 
     def stop(self, error: ProviderError, bound: Logger) -> None:
-        """Stop all further submissions: a wrong key or an empty account fails every job."""
-        if self.stopped is None:
-            self.stopped = error
+        """Stop all further submissions: a wrong key or an empty account fails every job.
+        The cool-down (``circuit.auth_cooldown``) runs from the latest such answer."""
+        first = self.stopped is None
+        self.stopped, self.stopped_at, self.probing = error, anyio.current_time(), False
+        if first:
             bound.error("provider.stopped", reason=error.message, http_status=error.status,
                         hint=f"check {self.settings.api_key_env} and the account; "
                              "other providers carry on")
+
+    def resume(self, bound: Logger, *, reason: str) -> None:
+        """Take submits again after :meth:`stop` (a probe got through, or the caller said so)."""
+        self.probing = False
+        if self.stopped is not None:
+            self.stopped = None
+            bound.warning("provider.resumed", reason=reason)
+
+    def probe_ended(self, error: BaseException | None, bound: Logger) -> None:
+        """The probe of a stopped provider is over: a submit that got any answer but a refused
+        key or account reopens it; another refusal has stopped it again already."""
+        if not self.probing:
+            return
+        self.probing = False
+        if error is None or (isinstance(error, ProviderError) and not _refused(error)):
+            self.resume(bound, reason="the probe after the cool-down was not refused")
 
     def pause_for(self, error: RateLimitedError) -> float | None:
         """How long the whole provider must hold off after a 429: its lockout, else Retry-After."""
@@ -225,6 +263,25 @@ class StopControl:
         self.stopping = False
         self._on_the_wire = 0
         self._settled = anyio.Event()
+        self._shields: set[anyio.CancelScope] = set()
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """Around a submit on the wire: the caller's cancellation waits until its answer is
+        recorded (then it goes through); only :meth:`abort` cuts it short."""
+        scope = anyio.CancelScope(shield=True)
+        self._shields.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._shields.discard(scope)
+
+    def abort(self) -> None:
+        """Stop, and cut short the submits on the wire."""
+        self.stopping = True
+        for scope in list(self._shields):
+            scope.cancel()
 
     def stop(self) -> None:
         """Send no more submits."""

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import aiohttp
 import anyio
-import structlog
 
 from stableaudio_async.config import DownloadSettings
 from stableaudio_async.download import WrittenFile, fetch_audio, write_body
 from stableaudio_async.errors import DownloadError, ProviderError, ProviderUnavailableError
-from stableaudio_async.fetch import destination
 from stableaudio_async.http import (
     HttpRequest,
     open_reply,
@@ -31,6 +29,7 @@ from stableaudio_async.http import (
     translate_errors,
 )
 from stableaudio_async.lifecycle import JobPhase, JobRun, accept, check_finish
+from stableaudio_async.logs import Logger
 from stableaudio_async.models import Job, RemoteHandle, Running
 from stableaudio_async.providers.base import AUDIO_SUFFIXES, is_url
 from stableaudio_async.ratelimit import slot
@@ -39,7 +38,6 @@ from stableaudio_async.store import JobStore
 
 __all__ = ["LOOKUP_SKEW", "Submitter"]
 
-Logger = structlog.typing.FilteringBoundLogger
 
 #: Seconds of clock difference allowed between us and a provider when looking a submit up by
 #: the time it was sent: a job created this much earlier still counts as ours.
@@ -92,6 +90,7 @@ class Submitter:
                 if found is not None:
                     run.request_id = found.request_id
                     await self._journal.submitted(job.id, found)
+                    run.handle = found
                     return found
             async with self._attempt(job, run):
                 if run.first_sent is None:
@@ -105,6 +104,7 @@ class Submitter:
                     provider.claimed.add(handle.request_id)
                 # Durable before anything else happens: a rerun polls this id, never resubmits.
                 await self._journal.submitted(job.id, handle)
+                run.handle = handle
             return handle
 
         def unsure(error: ProviderError) -> None:
@@ -173,13 +173,12 @@ class Submitter:
         return handle
 
     async def generate(self, provider: ProviderRuntime, job: Job, run: JobRun,
-                       bound: Logger) -> WrittenFile:
-        """A synchronous job: the submit's reply is the audio, streamed straight to disk."""
+                       bound: Logger, dest: Path) -> WrittenFile:
+        """A synchronous job: the submit's reply is the audio, streamed straight to ``dest``."""
         session = self._session
         adapter = provider.adapter
         run.advance(JobPhase.SUBMITTING)
         request = adapter.submit_request(job, await self.input_audio(provider, job, bound))
-        dest = destination(self._out_dir, job)
         chunk_size = self._download.chunk_size
 
         async def attempt(on_sent: Callable[[], None]) -> WrittenFile:
@@ -204,8 +203,9 @@ class Submitter:
                     handle = adapter.parse_submit(reply)
                     run.request_id = handle.request_id
                     final = accept(provider.name, job, run, handle.status)
-                    return await fetch_audio(session, final.audio[0], dest,
-                                             provider=provider.name)
+                    run.written = await fetch_audio(session, final.audio[0], dest,
+                                                    provider=provider.name)
+                    return run.written
                 run.request_id = stream.request_id
                 # Generated (and billed) from here on: a crash mid-body is not a free retry.
                 await self._journal.submitted(
@@ -216,9 +216,10 @@ class Submitter:
                 run.advance(JobPhase.DOWNLOADING)
                 try:
                     with translate_errors(provider.name, what="reading the audio"):
-                        return await write_body(response, dest, provider=provider.name,
-                                                chunk_size=chunk_size,
-                                                content_type=stream.content_type)
+                        run.written = await write_body(response, dest, provider=provider.name,
+                                                       chunk_size=chunk_size,
+                                                       content_type=stream.content_type)
+                        return run.written
                 except (ProviderError, OSError) as exc:
                     raise _lost_reply(provider.name, stream.request_id, exc) from exc
 
@@ -233,16 +234,19 @@ class Submitter:
 
     @asynccontextmanager
     async def _attempt(self, job: Job, run: JobRun) -> AsyncIterator[None]:
-        """Around one submit attempt: refused once stopping, the intent durable first, and
-        counted as on the wire until its answer is in."""
+        """Around one submit attempt: refused once stopping, the intent durable first, counted
+        as on the wire and shielded from cancellation until its answer is in."""
         # Counted from before the intent is written: a stop that comes while it is being
         # written waits for this submit to be answered (and its id journalled) rather than
         # cutting it off on the wire, which would leave it to be sent again on resume.
-        async with self._stop.on_the_wire():
-            if run.attempts == run.journal_attempts:
-                await self._journal.intent(job, possibly_duplicated=run.possibly_duplicated)
-            run.attempts += 1
-            yield
+        # Shielded from the intent on: a caller's cancellation waits for the answer and its
+        # request id in the journal, then goes through (only an abort cuts it short).
+        with self._stop.shielded():
+            async with self._stop.on_the_wire():
+                if run.attempts == run.journal_attempts:
+                    await self._journal.intent(job, possibly_duplicated=run.possibly_duplicated)
+                run.attempts += 1
+                yield
 
     async def input_audio(self, provider: ProviderRuntime, job: Job,
                           bound: Logger) -> str | None:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from structlog.testing import capture_logs
 
 from stableaudio_async import (
+    AuthenticationError,
     ConfigError,
+    DeadlineExceededError,
     Engine,
     InvalidBatchError,
     Job,
@@ -20,7 +21,7 @@ from stableaudio_async import (
 )
 from stableaudio_async.emulator import EmulatedLimit, Emulator, Reading
 
-from conftest import READINGS, TEST_KEY, fast_config
+from conftest import READINGS, TEST_KEY, capture_logs, fast_config, raised
 
 pytestmark = pytest.mark.anyio
 
@@ -76,7 +77,7 @@ async def test_failed_jobs_do_not_cancel_the_batch(emulator: Emulator, settings,
 async def test_wrong_key_fails_jobs_with_authentication_error(emulator, settings, tmp_path) -> None:
     """A 401 ends the job failed, naming the status, without retrying."""
     async with Engine(settings, out_dir=tmp_path, env={"PIXAZO_API_KEY": "nope-nope"}) as engine:
-        result = await engine.generate(jobs(1)[0])
+        result = await raised(engine.generate(jobs(1)[0]), AuthenticationError)
     assert result.status is JobStatus.FAILED
     assert result.error_type == "AuthenticationError" and result.http_status == 401
     assert result.attempts == 1
@@ -142,7 +143,7 @@ async def test_deadline_ends_a_job_that_never_finishes(tmp_path: Path, env) -> N
     async with Emulator(fast_config(generation_time=10_000)) as emu:
         settings = emu.client_settings(poll_timeout=30)
         async with Engine(settings, out_dir=tmp_path, env=env) as engine:
-            result = await engine.generate(jobs(1)[0])
+            result = await raised(engine.generate(jobs(1)[0]), DeadlineExceededError)
     assert result.error_type == "DeadlineExceededError"
     assert result.request_id is not None
     assert not list(tmp_path.glob("*.mp3"))

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import itertools
 import uuid
-from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import aiohttp
 import anyio
 import pytest
 
-from stableaudio_async import Engine, Job, JobResult, JobStatus
+from stableaudio_async import Engine, Job, JobPendingError, JobResult, JobStatus
 from stableaudio_async.config import Settings
 from stableaudio_async.emulator import EmulatedLimit, Emulator, Reading
 from stableaudio_async.emulator.audio import render_audio
@@ -307,44 +306,32 @@ async def test_deadline_cancels_the_job_remotely(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.wav"))
 
 
-async def test_leaving_run_early_cancels_the_rest_remotely(tmp_path: Path) -> None:
-    """Breaking out of run() cancels every job still on fal's queue, then nothing is polled."""
-    # Generation time grows with duration: a 1 s job is quick, 190 s ones are slow. The clock
-    # moves once, past the quick one's end, once the engine follows all four: the slow ones
-    # are then still running, whatever the machine's speed.
+async def test_handle_cancel_cancels_on_fals_queue_and_nothing_is_polled_after(
+        tmp_path: Path) -> None:
+    """``handle.cancel()`` cancels the job on fal's queue (its cancel URL), ends it pending
+    "cancelled" with its request id, and the engine sends nothing more for it."""
+    # Generation time grows with duration: 190 s jobs are still running on the still clock.
     config = fast_config(generation_time=0, generation_time_per_second=5)
-    clock = HandClock()
-    async with Emulator(config, clock=clock) as emu:
-        quick = fal("quick", duration=1)
+    async with Emulator(config, clock=HandClock()) as emu:
         slow = [fal(f"slow {i}", duration=190) for i in range(3)]
-
-        async def finish_the_quick_one() -> None:
-            await when(lambda: len(emu.jobs) == 4 and all(j.polls for j in emu.jobs.values()))
-            (job,) = (j for j in emu.jobs.values() if j.prompt == "quick")
-            clock.move_past(job.done_at)
-
         async with Engine(emu.client_settings(), out_dir=tmp_path, env=ENV) as engine:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(finish_the_quick_one)
-                async with aclosing(engine.run([quick, *slow])) as results:
-                    first = await anext(results)
-                # Every request the engine sends takes a slot of fal's limiter first, so its
-                # count is what the engine has sent or is sending: taken here, at once.
-                left = engine.progress()["fal"].requests
-                tg.cancel_scope.cancel()  # the clock's mover, if the quick job came some other way
-            # Leaving cancelled the slow jobs' tasks. Each sends its cancel as it winds down,
-            # and one that was already woken (anyio lets it take that step) may poll first:
-            # let every task run until all wait, then count again.
-            await anyio.wait_all_tasks_blocked()
+            handles = [await engine.submit(job) for job in slow]
+            assert all(h.request_id in emu.jobs for h in handles)
+            await when(lambda: all(j.polls for j in emu.jobs.values()))
+            for handle in handles:
+                await handle.cancel()
+            assert all(h.done and h.status() == "held" for h in handles)
             settled = engine.progress()["fal"].requests
-            assert left + len(slow) <= settled <= left + 2 * len(slow)
             await anyio.sleep(0.3)  # three times fal's longest poll interval (0.1 s)
             assert engine.progress()["fal"].requests == settled
+            progress = engine.progress()["fal"]
+            for handle in handles:
+                with pytest.raises(JobPendingError) as info:
+                    await handle.result()
+                assert info.value.result.pending_reason == "cancelled"
+                assert info.value.result.request_id == handle.request_id
         stats = emu.stats["fal"]
-        # Nothing more once the engine is closed; the emulator got only what it was sent.
-        assert engine.progress()["fal"].requests == settled
         assert stats.requests <= settled
-    assert first.id == quick.id and first.ok
-    assert stats.accepted == 4 and stats.cancelled == 3
-    cancelled = [j for j in emu.jobs.values() if j.cancelled_at is not None]
-    assert sorted(j.prompt for j in cancelled) == [f"slow {i}" for i in range(3)]
+    assert (progress.queued, progress.running, progress.pending) == (0, 0, 3)
+    assert stats.accepted == 3 and stats.cancelled == 3
+    assert all(j.cancelled_at is not None for j in emu.jobs.values())

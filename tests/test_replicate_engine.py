@@ -11,16 +11,15 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
-from structlog.testing import capture_logs
 
-from stableaudio_async import Engine, Job, JobResult, JobStatus
+from stableaudio_async import DeadlineExceededError, Engine, Job, JobResult, JobStatus
 from stableaudio_async.config import RateLimit, RetryPolicy, Settings
 from stableaudio_async.emulator import EmulatedJob, EmulatedLimit, Emulator
 from stableaudio_async.emulator import replicate as replicate_emulator
 from stableaudio_async.journal import Journal
 from stableaudio_async.providers.replicate import ReplicateAdapter
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, capture_logs, fast_config, raised
 
 pytestmark = pytest.mark.anyio
 
@@ -480,7 +479,7 @@ async def test_a_job_past_its_deadline_is_cancelled_remotely(tmp_path: Path) -> 
     async with Emulator(fast_config(queue_time=0), clock=Clock()) as emu:
         settings = client_settings(emu, poll_timeout=30)
         async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
-            result = await engine.generate(replicate("endless"))
+            result = await raised(engine.generate(replicate("endless")), DeadlineExceededError)
         job = emulated(emu, "endless")
         stats = emu.stats["replicate"]
     assert (result.error_type, result.request_id) == ("DeadlineExceededError", job.request_id)
@@ -488,8 +487,9 @@ async def test_a_job_past_its_deadline_is_cancelled_remotely(tmp_path: Path) -> 
     assert not list(tmp_path.glob("*.mp3"))
 
 
-async def test_leaving_run_early_cancels_the_running_predictions(tmp_path: Path) -> None:
-    """Breaking out of run() after the first result cancels every other prediction remotely."""
+async def test_leaving_run_early_keeps_the_running_predictions_for_a_rerun(tmp_path: Path) -> None:
+    """Breaking out of run() after the first result ends the other jobs here, not remotely:
+    their ids are in the journal, and a rerun finishes them without creating any again."""
     # 1 s of audio takes 20 emulated seconds, 100 s takes 2000: one quick job, four slow.
     config = fast_config(generation_time=0.1, generation_time_per_second=20.0)
     # Frozen until all five are submitted, then moved to the quick one's end: the slow ones are
@@ -511,15 +511,19 @@ async def test_leaving_run_early_cancels_the_running_predictions(tmp_path: Path)
                     aclosing(engine.run([quick, *slow])) as results:
                 first = await anext(results)
             tg.cancel_scope.cancel()
+        progress = engine.progress()["replicate"]
         stats = emu.stats["replicate"]
         assert first.id == quick.id and first.ok
         assert all(emu.phase(emulated(emu, j.prompt)) == "PROCESSING" for j in slow)
-        assert stats.cancelled == 4
-        assert all(emulated(emu, j.prompt).cancelled_at is not None for j in slow)
-        assert emulated(emu, "quick").cancelled_at is None
+        assert stats.cancelled == 0 and stats.submits == 5
+        assert (progress.queued, progress.running, progress.pending) == (0, 0, 4)
         polls = stats.polls
         await anyio.sleep(0.1)
-        assert stats.polls == polls
+        assert stats.polls == polls  # nothing left polling
+        clock.at = max(emulated(emu, j.prompt).done_at for j in slow)
+        results = await run_all(emu, [quick, *slow], tmp_path)
+    assert sorted(r.status for r in results.values()) == ["completed"] * 4 + ["skipped"]
+    assert stats.submits == 5
 
 
 async def test_an_output_deleted_before_download_fails_the_job(

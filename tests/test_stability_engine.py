@@ -10,12 +10,20 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from stableaudio_async import Engine, InvalidBatchError, Job, JobStatus, load_settings
+from stableaudio_async import (
+    DownloadError,
+    Engine,
+    InvalidBatchError,
+    Job,
+    JobStatus,
+    ProviderUnavailableError,
+    load_settings,
+)
 from stableaudio_async.config import RetryPolicy
 from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.audio import render_audio
 
-from conftest import TEST_KEY, fast_config
+from conftest import TEST_KEY, fast_config, raised
 
 pytestmark = pytest.mark.anyio
 
@@ -201,7 +209,8 @@ async def test_connection_refused_is_retried_as_never_sent(tmp_path) -> None:
         attempts=3, initial=0.01, max=0.02)})
     settings = settings.model_copy(update={"providers": {"stability": stab}})
     async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
-        result = await engine.generate(stability("nobody home"))
+        result = await raised(engine.generate(stability("nobody home")),
+                              ProviderUnavailableError)
     assert result.error_type == "ProviderUnavailableError"
     assert result.attempts == 3 and "cannot connect" in (result.error or "")
 
@@ -235,7 +244,7 @@ async def test_reply_cut_off_mid_audio_is_not_resent(tmp_path, content_type: str
         settings = load_settings(env={"STABLEAUDIO_STABILITY_BASE_URL":
                                       f"http://127.0.0.1:{runner.addresses[0][1]}"})
         async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
-            result = await engine.generate(stability("expensive"))
+            result = await raised(engine.generate(stability("expensive")), DownloadError)
     finally:
         await runner.cleanup()
     assert result.status is JobStatus.FAILED

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stableaudio_async import Engine, Job, JobStatus
+from stableaudio_async import DownloadError, Engine, Job, JobStatus
 from stableaudio_async.config import Settings
 from stableaudio_async.emulator import Emulator
 from stableaudio_async.emulator.faults import FaultRates
@@ -18,7 +18,7 @@ from stableaudio_async.fetch import same_resource as _same_resource
 from stableaudio_async.journal import JobState, read_records
 from stableaudio_async.models import AudioURL, InlineAudio
 
-from conftest import TEST_KEY, fast_config, write_settings
+from conftest import TEST_KEY, fast_config, raised, write_settings
 from test_cli_e2e import run_cli, write_jsonl
 
 pytestmark = pytest.mark.anyio
@@ -98,7 +98,7 @@ async def test_a_pending_download_is_resumed_by_the_library_too(tmp_path: Path) 
     async with Emulator(fast_config(faults={"pixazo": faults})) as emu:
         settings = with_download_attempts(emu.client_settings(), ATTEMPTS)
         async with Engine(settings, out_dir=tmp_path, env=ENV) as engine:
-            pending = await engine.generate(job)
+            pending = await raised(engine.generate(job), DownloadError)
             progress = engine.progress()["pixazo"]
         assert pending.status is JobStatus.PENDING and pending.pending_reason == "download"
         assert pending.request_id in emu.jobs and not pending.ok

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import anyio
@@ -26,7 +27,7 @@ from stableaudio_async.manifest import Manifest
 from stableaudio_async.models import Job, JobResult
 from stableaudio_async.store import JobRecord, JobState, JobStore
 
-__all__ = ["LOCK_NAME", "Ledger", "intact"]
+__all__ = ["LOCK_NAME", "Ledger", "intact", "spent_usd"]
 
 log = get_logger(__name__)
 
@@ -82,7 +83,7 @@ class Ledger:
                                  "those whose files match their sha256 are not run again")
         await anyio.to_thread.run_sync(_remove_stale_parts, self.out_dir)
         if self._max_cost_usd is not None:
-            self._budget = Budget(self._max_cost_usd, spent_usd=_spent_usd(records))
+            self._budget = Budget(self._max_cost_usd, spent_usd=spent_usd(records))
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
@@ -152,7 +153,7 @@ class Ledger:
         return result.model_copy(update={"path": str(self.out_dir / stored)})
 
 
-def _spent_usd(records: list[JobRecord]) -> float:
+def spent_usd(records: Iterable[JobRecord]) -> float:
     """What finished jobs in this output folder have cost, for the ``--max-cost`` cap."""
     spent = 0.0
     for record in records:

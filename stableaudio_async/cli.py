@@ -31,7 +31,8 @@ from rich.console import Console
 
 from stableaudio_async import __version__
 from stableaudio_async.batch import MAX_JOBS, LocatedJob, dropped_fields, load_batch
-from stableaudio_async.budget import USD_PER_UNIT, price_usd
+from stableaudio_async.bookkeeping import spent_usd
+from stableaudio_async.budget import price_usd
 from stableaudio_async.cli_logging import announce, configure_logging, reset_logging
 from stableaudio_async.config import Settings, load_settings
 from stableaudio_async.emulator import Emulator, EmulatorConfig
@@ -152,14 +153,8 @@ async def _run_batch(
 
 
 def _spent_usd(out_dir: Path) -> float:
-    """What the finished jobs of ``out_dir`` have cost, as the ``--max-cost`` cap counts it
-    (their recorded costs, in dollars)."""
-    spent = 0.0
-    for record in read_records(out_dir):
-        result = record.result
-        if result is not None and result.cost is not None and result.cost_unit is not None:
-            spent += result.cost * USD_PER_UNIT.get(result.cost_unit, 0.0)
-    return spent
+    """What the finished jobs of ``out_dir`` have cost, as the ``--max-cost`` cap counts it."""
+    return spent_usd(read_records(out_dir))
 
 
 def _execute(

@@ -298,23 +298,20 @@ class Engine:
             with contextlib.suppress(anyio.BrokenResourceError):  # the caller has left
                 send.send_nowait(result)
 
+        scope = anyio.CancelScope()
+
         async def run_batch() -> None:
             try:
-                async with anyio.create_task_group() as tg:
-                    for job in batch:
-                        tg.start_soon(one, job)
+                with scope:
+                    async with anyio.create_task_group() as tg:
+                        for job in batch:
+                            tg.start_soon(one, job)
             finally:
                 send.close()
                 done.set()
 
-        scope = anyio.CancelScope()
-
-        async def batch_task() -> None:
-            with scope:
-                await run_batch()
-
         assert self._tg is not None
-        self._tg.start_soon(batch_task)
+        self._tg.start_soon(run_batch)
         try:
             async with receive:
                 async for result in receive:
@@ -362,13 +359,10 @@ class Engine:
         try:
             await flight.accepted.wait()
         except anyio.get_cancelled_exc_class():
-            # Nobody got the handle: the job ends with the call (its submit on the wire
-            # answered and journalled first), unless another caller holds it.
-            flight.held = False
-            if flight.waiters == 0:
-                flight.scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await flight.finished.wait()
+            # Nobody got this handle: the job ends with the call (its submit on the wire
+            # answered and journalled first), unless another caller or handle holds it.
+            flight.handles -= 1
+            await flight.left()
             raise
         if flight.finished.is_set():
             flight.outcome()  # ended before it was accepted: raises unless it is done

@@ -85,8 +85,9 @@ class Flight:
         self.timed_out = False
         #: Callers waiting for the result that cancel it when the last of them leaves.
         self.waiters = 0
-        #: A handle was handed out: the job lives until cancelled or the engine ends.
-        self.held = False
+        #: Handles handed out: while there is one, the job lives until cancelled or the
+        #: engine ends.
+        self.handles = 0
         self._history: list[JobEvent] = []
         self._listeners: list[MemoryObjectSendStream[JobEvent]] = []
         self._callbacks: list[Callable[[JobEvent], object]] = []
@@ -184,16 +185,19 @@ class Flight:
             await self.finished.wait()
         except anyio.get_cancelled_exc_class():
             self.waiters -= 1
-            if self.waiters == 0 and not self.held:
-                self.scope.cancel()
-            # Let the cancellation through only once the job has wound down: a submit on the
-            # wire is answered and journalled first.
-            with anyio.CancelScope(shield=True):
-                await self.finished.wait()
+            await self.left()
             raise
         self.waiters -= 1
         assert self.result is not None
         return self.result
+
+    async def left(self) -> None:
+        """A cancelled caller has left: the last to go, with no handle out, cancels the job.
+        Returns once the job has wound down (a submit on the wire answered and journalled)."""
+        if self.waiters == 0 and self.handles == 0:
+            self.scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self.finished.wait()
 
 
 class JobHandle:
@@ -207,7 +211,7 @@ class JobHandle:
     def __init__(self, flight: Flight, cancel: Callable[[Flight], None]) -> None:
         self._flight = flight
         self._cancel = cancel
-        flight.held = True
+        flight.handles += 1
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.job_id} {self.status()} request_id={self.request_id}>"
